@@ -1,0 +1,232 @@
+//! The in-process broker, used when `REDIS_URL` is unset.
+//!
+//! Same contract as Redis (gap-free ids per room, capped history, every
+//! message fed to the hub in id order) for exactly one process: two
+//! instances with their own memory brokers never see each other's messages.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use super::{Broker, BrokerError, FEED_CAPACITY, Feed, Sequence};
+use crate::message::{Draft, Message, RoomName};
+
+#[derive(Debug)]
+pub struct MemoryBroker {
+    history_len: usize,
+    /// An async mutex held across the hand-off to the feeds, so the hub
+    /// receives every room's messages in id order.
+    rooms: tokio::sync::Mutex<HashMap<RoomName, RoomLog>>,
+    /// A std mutex: only pushed to and cloned from, never held across await.
+    feeds: Mutex<Vec<mpsc::Sender<Feed>>>,
+}
+
+#[derive(Debug, Default)]
+struct RoomLog {
+    last_id: u64,
+    messages: VecDeque<Message>,
+}
+
+impl MemoryBroker {
+    pub fn new(history_len: usize) -> Self {
+        MemoryBroker {
+            history_len,
+            rooms: tokio::sync::Mutex::new(HashMap::new()),
+            feeds: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn feeds(&self) -> Vec<mpsc::Sender<Feed>> {
+        let mut feeds = self
+            .feeds
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        feeds.retain(|feed| !feed.is_closed());
+        feeds.clone()
+    }
+}
+
+fn now_millis() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, draft: &Draft, floor: u64) -> Result<Message, BrokerError> {
+        let mut rooms = self.rooms.lock().await;
+        let log = rooms.entry(draft.room.clone()).or_default();
+        log.last_id = log.last_id.max(floor) + 1;
+        let message = Message {
+            id: log.last_id,
+            room: draft.room.clone(),
+            author: draft.author.as_str().to_owned(),
+            message: draft.text.as_str().to_owned(),
+            ts: now_millis(),
+            via: draft.via,
+        };
+        log.messages.push_back(message.clone());
+        if log.messages.len() > self.history_len {
+            log.messages.pop_front();
+        }
+        for feed in self.feeds() {
+            // A closed feed is a hub that is gone; nothing to deliver to.
+            let _ = feed.send(Feed::Message(message.clone())).await;
+        }
+        Ok(message)
+    }
+
+    async fn read_after(
+        &self,
+        room: &RoomName,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, BrokerError> {
+        let rooms = self.rooms.lock().await;
+        let Some(log) = rooms.get(room) else {
+            return Ok(Vec::new());
+        };
+        let start = log.messages.partition_point(|message| message.id <= after);
+        Ok(log
+            .messages
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn read_latest(
+        &self,
+        room: &RoomName,
+        limit: usize,
+    ) -> Result<Vec<Message>, BrokerError> {
+        let rooms = self.rooms.lock().await;
+        let Some(log) = rooms.get(room) else {
+            return Ok(Vec::new());
+        };
+        let skip = log.messages.len().saturating_sub(limit);
+        Ok(log.messages.iter().skip(skip).cloned().collect())
+    }
+
+    async fn sequence(&self, room: &RoomName, floor: u64) -> Result<Sequence, BrokerError> {
+        let mut rooms = self.rooms.lock().await;
+        let stored = rooms.get(room).map_or(0, |log| log.last_id);
+        if stored < floor {
+            rooms.entry(room.clone()).or_default().last_id = floor;
+        }
+        Ok(Sequence {
+            stored,
+            current: stored.max(floor),
+        })
+    }
+
+    async fn is_ready(&self) -> bool {
+        true
+    }
+
+    fn subscribe(&self) -> mpsc::Receiver<Feed> {
+        let (feed, receiver) = mpsc::channel(FEED_CAPACITY);
+        self.feeds
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .push(feed);
+        receiver
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Author, MessageText, Via};
+
+    fn draft(room: &str, text: &str) -> Draft {
+        Draft {
+            room: RoomName::parse(room).expect("valid room"),
+            author: Author::parse(None).expect("anonymous"),
+            text: MessageText::parse(Some(text.into()), 100).expect("valid text"),
+            via: Via::Sse,
+        }
+    }
+
+    #[tokio::test]
+    async fn ids_are_gap_free_per_room_and_respect_the_floor() {
+        let broker = MemoryBroker::new(10);
+        assert_eq!(
+            broker
+                .publish(&draft("a", "1"), 0)
+                .await
+                .expect("stored")
+                .id,
+            1
+        );
+        assert_eq!(
+            broker
+                .publish(&draft("a", "2"), 0)
+                .await
+                .expect("stored")
+                .id,
+            2
+        );
+        assert_eq!(
+            broker
+                .publish(&draft("b", "1"), 0)
+                .await
+                .expect("stored")
+                .id,
+            1
+        );
+        assert_eq!(
+            broker
+                .publish(&draft("a", "3"), 40)
+                .await
+                .expect("stored")
+                .id,
+            41
+        );
+    }
+
+    #[tokio::test]
+    async fn history_is_capped_and_read_by_cursor() {
+        let broker = MemoryBroker::new(3);
+        for n in 1..=5 {
+            broker
+                .publish(&draft("a", &n.to_string()), 0)
+                .await
+                .expect("stored");
+        }
+        let room = RoomName::parse("a").expect("valid room");
+        let ids = |messages: Vec<Message>| messages.iter().map(|m| m.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(broker.read_after(&room, 0, 10).await.expect("read")),
+            [3, 4, 5]
+        );
+        assert_eq!(
+            ids(broker.read_after(&room, 3, 1).await.expect("read")),
+            [4]
+        );
+        assert_eq!(
+            ids(broker.read_latest(&room, 2).await.expect("read")),
+            [4, 5]
+        );
+    }
+
+    #[tokio::test]
+    async fn subscribers_receive_messages_in_id_order() {
+        let broker = MemoryBroker::new(10);
+        let mut feed = broker.subscribe();
+        broker.publish(&draft("a", "x"), 0).await.expect("stored");
+        broker.publish(&draft("a", "y"), 0).await.expect("stored");
+        for expected in [1, 2] {
+            match feed.recv().await {
+                Some(Feed::Message(message)) => assert_eq!(message.id, expected),
+                other => panic!("expected message {expected}, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The broker: where messages get their ids, where history lives, and how
+//! every instance hears about every message.
+//!
+//! Two implementations share one trait:
+//! - [`RedisBroker`]: the real one. A publish is one atomic Lua script
+//!   (assign the room's next id, append to the room's capped history stream,
+//!   `PUBLISH`), so ids are gap-free per room and a message is in history
+//!   before anyone can hear of it. Each instance holds one subscription.
+//! - [`MemoryBroker`]: everything in this process, for running one instance
+//!   without Redis. It cannot share messages with another process.
+//!
+//! The broker does not fan out to clients; it feeds the instance's
+//! [`Hub`](crate::hub::Hub) through a bounded [`Feed`].
+
+mod memory;
+mod redis;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+pub use self::memory::MemoryBroker;
+pub use self::redis::{RedisBroker, RedisSettings};
+use crate::message::{Draft, Message, RoomName};
+
+/// Why the broker could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Not reachable, or not serving right now: retrying later may work.
+    #[error("broker unreachable: {0}")]
+    Unavailable(#[source] ::redis::RedisError),
+    #[error("broker did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The broker answered with an error of its own or with data this
+    /// service cannot read: a bug or a misconfiguration, not an outage.
+    #[error("broker refused the request: {0}")]
+    Rejected(#[source] ::redis::RedisError),
+    #[error("broker holds data this service cannot read: {0}")]
+    Corrupt(String),
+}
+
+impl BrokerError {
+    /// Whether a client may simply retry later (as opposed to a bug or bad
+    /// data, which retrying will not fix).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BrokerError::Unavailable(_) | BrokerError::Timeout(_))
+    }
+}
+
+impl From<::redis::RedisError> for BrokerError {
+    fn from(err: ::redis::RedisError) -> Self {
+        use ::redis::{ErrorKind, ServerErrorKind};
+        match err.kind() {
+            ErrorKind::Parse
+            | ErrorKind::UnexpectedReturnType
+            | ErrorKind::Server(
+                ServerErrorKind::ResponseError
+                | ServerErrorKind::ExecAbort
+                | ServerErrorKind::CrossSlot
+                | ServerErrorKind::NoPerm,
+            ) => BrokerError::Rejected(err),
+            _ => BrokerError::Unavailable(err),
+        }
+    }
+}
+
+/// What the subscription hands the hub, in the order it arrived.
+#[derive(Debug)]
+pub enum Feed {
+    /// A message as published. Per room, ids only grow, but some may be
+    /// missing: pub/sub is at-most-once, so the hub fills holes from history.
+    Message(Message),
+    /// The subscription was (re)established. Messages published while it was
+    /// down were not heard, so the hub catches every room up from history.
+    Resubscribed,
+}
+
+/// A room's sequence as the broker holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sequence {
+    /// The last id the broker had assigned, before any repair.
+    pub stored: u64,
+    /// The last id now: `max(stored, floor)`.
+    pub current: u64,
+}
+
+/// The shared store of ids and history, and the source of live messages.
+#[async_trait]
+pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
+    /// Assigns the room's next id, stores and publishes the message, all in
+    /// one step: either everything happened or nothing did.
+    ///
+    /// `floor` is the highest id this instance has seen in the room. Ids are
+    /// never assigned at or below it, so a room's ids keep growing even if
+    /// Redis lost its data (restarted without persistence).
+    async fn publish(&self, draft: &Draft, floor: u64) -> Result<Message, BrokerError>;
+
+    /// Up to `limit` messages with `id > after`, oldest first. Fewer, or a
+    /// first id above `after + 1`, means history no longer reaches back.
+    async fn read_after(
+        &self,
+        room: &RoomName,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, BrokerError>;
+
+    /// The latest `limit` messages, oldest first.
+    async fn read_latest(&self, room: &RoomName, limit: usize)
+    -> Result<Vec<Message>, BrokerError>;
+
+    /// The room's last assigned id, first raised to `floor` if it is lower
+    /// (which means the broker lost data). 0 for a room that never had a message.
+    async fn sequence(&self, room: &RoomName, floor: u64) -> Result<Sequence, BrokerError>;
+
+    /// Whether the broker can take publishes and deliver messages right now.
+    async fn is_ready(&self) -> bool;
+
+    /// Starts this instance's one subscription. Called once, by the hub.
+    fn subscribe(&self) -> mpsc::Receiver<Feed>;
+}
+
+/// Capacity of the feed between the subscription and the hub. The hub's
+/// work per message is a few queue pushes, so this only fills if the process
+/// is starved; the subscription then drops and re-syncs from history rather
+/// than buffering without bound.
+pub(crate) const FEED_CAPACITY: usize = 8192;

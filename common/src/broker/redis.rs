@@ -1,0 +1,357 @@
+//! The Redis broker.
+//!
+//! Keys of one room share the hash tag `{room}`, so the design also holds on
+//! Redis Cluster:
+//! - `<prefix>:{<room>}:seq`: the room's last assigned id (`INCR`-like, but
+//!   set by the publish script so it can never fall below a floor);
+//! - `<prefix>:{<room>}:history`: a stream capped at `HISTORY_LEN` whose
+//!   entry ids are `<message id>-0`, so `XRANGE` by message id is direct;
+//! - `<prefix>:messages`: the one pub/sub channel every instance listens to.
+//!
+//! Two kinds of connection: one multiplexed [`ConnectionManager`] for
+//! commands (publish, history, sequence), and one dedicated pub/sub
+//! connection owned by the subscription task, which reconnects with backoff,
+//! pings to notice a silent Redis, and tells the hub to re-sync after every
+//! reconnect because pub/sub does not replay what it missed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use prometheus::IntCounter;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use redis::{Client, Script};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::SendTimeoutError;
+
+use super::{Broker, BrokerError, FEED_CAPACITY, Feed, Sequence};
+use crate::backoff::Backoff;
+use crate::message::{Draft, Message, RoomName};
+
+/// The longest any command may take before the caller gets a 503. Below the
+/// contract's "publish answers 503 within 2 s when Redis is down".
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long connecting (or reconnecting) to Redis may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the subscription pings Redis. A Redis that stops answering
+/// without closing the socket (paused, partitioned) is noticed this fast.
+const SUBSCRIPTION_PING_EVERY: Duration = Duration::from_secs(1);
+const SUBSCRIPTION_PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a readiness probe waits for PONG.
+const READY_PING_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long the subscription waits for room in a full feed before it gives
+/// up, drops the subscription and lets the hub re-sync from history.
+const FEED_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+const LAST_ID_LUA: &str = include_str!("lua/last_id.lua");
+const PUBLISH_LUA: &str = include_str!("lua/publish.lua");
+const SEQUENCE_LUA: &str = include_str!("lua/sequence.lua");
+
+/// What the Redis broker needs to know.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    pub key_prefix: String,
+    pub history_len: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn sequence(&self, room: &RoomName) -> String {
+        format!("{}:{{{room}}}:seq", self.prefix)
+    }
+
+    fn history(&self, room: &RoomName) -> String {
+        format!("{}:{{{room}}}:history", self.prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:messages", self.prefix)
+    }
+}
+
+#[derive(Debug)]
+pub struct RedisBroker {
+    client: Client,
+    commands: ConnectionManager,
+    keys: Keys,
+    history_len: usize,
+    publish_script: Script,
+    sequence_script: Script,
+    /// Set while the subscription is connected; readiness needs it, since an
+    /// instance that cannot hear messages must not take clients.
+    subscribed: Arc<AtomicBool>,
+    /// Counts lost subscriptions (exported as `broker_reconnects_total`).
+    reconnects: IntCounter,
+}
+
+impl RedisBroker {
+    /// Creates the broker without connecting: the service starts (and
+    /// reports not-ready) even while Redis is down, and connects when it can.
+    pub fn new(settings: RedisSettings, reconnects: IntCounter) -> Result<Self, BrokerError> {
+        let client = Client::open(settings.url.as_str()).map_err(BrokerError::Rejected)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+            .map_err(BrokerError::Rejected)?;
+        Ok(RedisBroker {
+            client,
+            commands,
+            keys: Keys {
+                prefix: settings.key_prefix,
+            },
+            history_len: settings.history_len,
+            publish_script: Script::new(&format!("{LAST_ID_LUA}\n{PUBLISH_LUA}")),
+            sequence_script: Script::new(&format!("{LAST_ID_LUA}\n{SEQUENCE_LUA}")),
+            subscribed: Arc::new(AtomicBool::new(false)),
+            reconnects,
+        })
+    }
+
+    /// Runs one command with the broker's deadline, so no caller ever waits
+    /// longer than [`COMMAND_TIMEOUT`] on a Redis that does not answer.
+    async fn timed<T>(
+        &self,
+        command: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, BrokerError> {
+        match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
+            Ok(result) => result.map_err(BrokerError::from),
+            Err(_) => Err(BrokerError::Timeout(COMMAND_TIMEOUT)),
+        }
+    }
+
+    async fn range(&self, command: redis::Cmd) -> Result<Vec<Message>, BrokerError> {
+        let mut conn = self.commands.clone();
+        let entries: Vec<(String, Vec<String>)> =
+            self.timed(command.query_async(&mut conn)).await?;
+        entries
+            .into_iter()
+            .map(|(id, fields)| parse_entry(&id, &fields))
+            .collect()
+    }
+}
+
+/// Reads one history entry: fields `["m", <message JSON>]`.
+fn parse_entry(id: &str, fields: &[String]) -> Result<Message, BrokerError> {
+    match fields {
+        [name, payload] if name == "m" => parse_payload(payload.as_bytes()),
+        _ => Err(BrokerError::Corrupt(format!(
+            "history entry {id} has fields {fields:?}"
+        ))),
+    }
+}
+
+fn parse_payload(payload: &[u8]) -> Result<Message, BrokerError> {
+    serde_json::from_slice(payload)
+        .map_err(|err| BrokerError::Corrupt(format!("{err}: {}", String::from_utf8_lossy(payload))))
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(&self, draft: &Draft, floor: u64) -> Result<Message, BrokerError> {
+        let mut conn = self.commands.clone();
+        let mut invocation = self.publish_script.prepare_invoke();
+        invocation
+            .key(self.keys.sequence(&draft.room))
+            .key(self.keys.history(&draft.room))
+            .arg(self.keys.channel())
+            .arg(floor)
+            .arg(self.history_len)
+            .arg(draft.room.as_str())
+            .arg(json_string(draft.author.as_str()))
+            .arg(json_string(draft.text.as_str()))
+            .arg(draft.via.as_str());
+        let payload: Vec<u8> = self.timed(invocation.invoke_async(&mut conn)).await?;
+        parse_payload(&payload)
+    }
+
+    async fn read_after(
+        &self,
+        room: &RoomName,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, BrokerError> {
+        let mut command = redis::cmd("XRANGE");
+        command
+            .arg(self.keys.history(room))
+            .arg(format!("{}-0", after.saturating_add(1)))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit);
+        self.range(command).await
+    }
+
+    async fn read_latest(
+        &self,
+        room: &RoomName,
+        limit: usize,
+    ) -> Result<Vec<Message>, BrokerError> {
+        let mut command = redis::cmd("XREVRANGE");
+        command
+            .arg(self.keys.history(room))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(limit);
+        let mut newest_first = self.range(command).await?;
+        newest_first.reverse();
+        Ok(newest_first)
+    }
+
+    async fn sequence(&self, room: &RoomName, floor: u64) -> Result<Sequence, BrokerError> {
+        let mut conn = self.commands.clone();
+        let mut invocation = self.sequence_script.prepare_invoke();
+        invocation
+            .key(self.keys.sequence(room))
+            .key(self.keys.history(room))
+            .arg(floor);
+        let (stored, current): (u64, u64) = self.timed(invocation.invoke_async(&mut conn)).await?;
+        Ok(Sequence { stored, current })
+    }
+
+    async fn is_ready(&self) -> bool {
+        if !self.subscribed.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut conn = self.commands.clone();
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut conn);
+        matches!(
+            tokio::time::timeout(READY_PING_TIMEOUT, ping).await,
+            Ok(Ok(_))
+        )
+    }
+
+    fn subscribe(&self) -> mpsc::Receiver<Feed> {
+        let (feed, receiver) = mpsc::channel(FEED_CAPACITY);
+        let subscription = Subscription {
+            client: self.client.clone(),
+            channel: self.keys.channel(),
+            feed,
+            subscribed: Arc::clone(&self.subscribed),
+            reconnects: self.reconnects.clone(),
+        };
+        tokio::spawn(subscription.run());
+        receiver
+    }
+}
+
+/// The instance's one pub/sub connection, kept alive for as long as the hub
+/// listens.
+struct Subscription {
+    client: Client,
+    channel: String,
+    feed: mpsc::Sender<Feed>,
+    subscribed: Arc<AtomicBool>,
+    reconnects: IntCounter,
+}
+
+/// Why a live subscription ended.
+#[derive(Debug)]
+enum Lost {
+    /// Redis closed the connection (restart, `CLIENT KILL`, network).
+    Closed,
+    /// Redis stopped answering pings.
+    Silent,
+    /// The hub did not keep up; re-syncing from history is cheaper than
+    /// buffering without bound.
+    FeedFull,
+    /// The hub is gone: the service is stopping.
+    HubGone,
+}
+
+impl Subscription {
+    async fn run(self) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut was_up = false;
+        loop {
+            match self.connect().await {
+                Ok((sink, stream)) => {
+                    backoff.reset();
+                    log::info!("subscribed to Redis channel {}", self.channel);
+                    self.subscribed.store(true, Ordering::Release);
+                    was_up = true;
+                    let lost = match self.feed.send(Feed::Resubscribed).await {
+                        Ok(()) => self.listen(sink, stream).await,
+                        Err(_) => Lost::HubGone,
+                    };
+                    self.subscribed.store(false, Ordering::Release);
+                    if matches!(lost, Lost::HubGone) {
+                        return;
+                    }
+                    self.reconnects.inc();
+                    log::warn!("Redis subscription lost ({lost:?}); reconnecting");
+                }
+                Err(err) if was_up => {
+                    log::warn!("Redis unreachable, retrying: {err}");
+                    was_up = false;
+                }
+                Err(err) => log::debug!("Redis still unreachable: {err}"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = self.feed.closed() => return,
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<(PubSubSink, PubSubStream), BrokerError> {
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&self.channel).await?;
+            Ok::<_, redis::RedisError>(pubsub.split())
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT * 2, connect).await {
+            Ok(result) => result.map_err(BrokerError::from),
+            Err(_) => Err(BrokerError::Timeout(CONNECT_TIMEOUT * 2)),
+        }
+    }
+
+    async fn listen(&self, mut sink: PubSubSink, mut stream: PubSubStream) -> Lost {
+        let mut ping = tokio::time::interval(SUBSCRIPTION_PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = stream.next() => {
+                    let Some(message) = message else { return Lost::Closed };
+                    let message = match parse_payload(message.get_payload_bytes()) {
+                        Ok(message) => message,
+                        Err(err) => {
+                            log::warn!("ignoring unreadable message on {}: {err}", self.channel);
+                            continue;
+                        }
+                    };
+                    match self.feed.send_timeout(Feed::Message(message), FEED_SEND_TIMEOUT).await {
+                        Ok(()) => {}
+                        Err(SendTimeoutError::Timeout(_)) => return Lost::FeedFull,
+                        Err(SendTimeoutError::Closed(_)) => return Lost::HubGone,
+                    }
+                }
+                _ = ping.tick() => {
+                    let pong = tokio::time::timeout(
+                        SUBSCRIPTION_PING_TIMEOUT,
+                        sink.ping::<redis::Value>(),
+                    );
+                    if !matches!(pong.await, Ok(Ok(_))) {
+                        return Lost::Silent;
+                    }
+                }
+                () = self.feed.closed() => return Lost::HubGone,
+            }
+        }
+    }
+}

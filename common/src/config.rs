@@ -1,0 +1,442 @@
+//! Configuration from environment variables (API.md, "Configuration").
+//!
+//! Every value is parsed and range-checked once, at start; a bad one stops
+//! the service with a [`ConfigError`] that names the variable, so a typo in a
+//! deployment fails loudly instead of running with a surprise default.
+//! Service crates read their own extra variables with the same [`Env`].
+
+use std::fmt::Display;
+use std::ops::RangeInclusive;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A variable that was set to something unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value for {var}: {value:?} ({expected})")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
+/// Looks a variable up by name.
+type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+
+/// Reads variables through a lookup function, so tests need not touch the
+/// process environment. An empty value counts as unset.
+pub struct Env<'a> {
+    lookup: Lookup<'a>,
+}
+
+impl std::fmt::Debug for Env<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Env")
+    }
+}
+
+impl<'a> Env<'a> {
+    pub fn process() -> Env<'static> {
+        Env {
+            lookup: Box::new(|name| std::env::var(name).ok()),
+        }
+    }
+
+    pub fn from_fn(lookup: impl Fn(&str) -> Option<String> + 'a) -> Self {
+        Env {
+            lookup: Box::new(lookup),
+        }
+    }
+
+    pub fn get(&self, var: &str) -> Option<String> {
+        (self.lookup)(var).filter(|value| !value.trim().is_empty())
+    }
+
+    /// A number within `range`, or `default` when unset.
+    pub fn number<T>(
+        &self,
+        var: &'static str,
+        default: T,
+        range: RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Display + Copy,
+    {
+        let Some(raw) = self.get(var) else {
+            return Ok(default);
+        };
+        match raw.trim().parse::<T>() {
+            Ok(value) if range.contains(&value) => Ok(value),
+            _ => Err(ConfigError {
+                var,
+                value: raw,
+                expected: format!("a whole number from {} to {}", range.start(), range.end()),
+            }),
+        }
+    }
+
+    /// A duration in whole seconds within `range`.
+    pub fn seconds(
+        &self,
+        var: &'static str,
+        default: u64,
+        range: RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        self.number(var, default, range).map(Duration::from_secs)
+    }
+
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`).
+    pub fn flag(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        let Some(raw) = self.get(var) else {
+            return Ok(default);
+        };
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(ConfigError {
+                var,
+                value: raw,
+                expected: "true or false".into(),
+            }),
+        }
+    }
+}
+
+/// Which origins may call the API from a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// `*`: any origin (the default, like the seed's `cors()`).
+    Any,
+    /// Exact origins such as `https://chat.example.com`.
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            AllowedOrigins::Any => true,
+            AllowedOrigins::List(list) => list.iter().any(|allowed| allowed == origin),
+        }
+    }
+
+    fn parse(raw: &str) -> Result<Self, String> {
+        if raw.trim() == "*" {
+            return Ok(AllowedOrigins::Any);
+        }
+        let list = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .map(|origin| {
+                if is_origin(origin) {
+                    Ok(origin.to_owned())
+                } else {
+                    Err(format!(
+                        "`*` or comma-separated origins like https://chat.example.com; \
+                         {origin:?} is not an origin"
+                    ))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if list.is_empty() {
+            return Err("`*` or at least one origin".into());
+        }
+        Ok(AllowedOrigins::List(list))
+    }
+}
+
+/// `scheme://host[:port]` with no path, as browsers send in `Origin`.
+fn is_origin(candidate: &str) -> bool {
+    let Some((scheme, rest)) = candidate.split_once("://") else {
+        return false;
+    };
+    let host = rest.rsplit_once(':').map_or(rest, |(host, port)| {
+        if port.parse::<u16>().is_ok() {
+            host
+        } else {
+            ""
+        }
+    });
+    matches!(scheme, "http" | "https") && !host.is_empty() && !rest.contains(['/', '?', '#', ' '])
+}
+
+/// The variables, for `--help`.
+pub const ENV_HELP: &str = "\
+Environment variables (an empty value counts as unset):
+  HOST                      address to listen on [default: 0.0.0.0]
+  PORT                      port to listen on; 0 picks a free one [default: the service's]
+  REDIS_URL                 redis://host:port/db; unset: in-process broker, one instance only
+  REDIS_KEY_PREFIX          prefix of every Redis key and channel [default: chat]
+  HISTORY_LEN               messages kept per room in Redis, at least [default: 1000]
+  HUB_RING_LEN              recent messages kept per room in memory [default: 256]
+  LONGPOLL_TIMEOUT_SECS     longest a poll is held; caps ?timeout= [default: 30]
+  HEARTBEAT_SECS            SSE keep-alive / WebSocket ping interval [default: 15]
+  MAX_MESSAGE_CHARS         longest message text, in characters [default: 4096]
+  ALLOWED_ORIGINS           `*` or comma-separated origins for CORS and WebSocket [default: *]
+  CLIENT_QUEUE_LEN          messages a streaming client may lag before it is slow [default: 256]
+  SLOW_CLIENT_TIMEOUT_SECS  how long a slow client that takes nothing is kept [default: 10]
+  SHUTDOWN_TIMEOUT_SECS     grace for in-flight requests on SIGTERM [default: 5]
+  PUBLISH_RATE_PER_SEC      HTTP publishes per second per client address; 0 = off [default: 0]
+  PUBLISH_BURST             HTTP publishes allowed at once [default: 2 x rate]
+  TRUST_X_REAL_IP           rate-limit by the gateway's X-Real-IP header [default: false]
+  RUST_LOG                  log filter, e.g. info or common=debug [default: info]";
+
+/// Settings every service shares.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    /// 0 binds a free port (tests); the bound port is reported by the server.
+    pub port: u16,
+    /// `None`: the in-process broker, which serves this one process only.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so deployments (and tests) can
+    /// share one Redis without seeing each other.
+    pub redis_prefix: String,
+    /// Messages kept per room in the shared history (at least this many).
+    pub history_len: usize,
+    /// Recent messages kept per room in each instance's memory, to answer
+    /// polls and replays without a Redis round trip.
+    pub hub_ring_len: usize,
+    /// The longest a poll may be held; also caps what a client may ask for.
+    pub longpoll_timeout: Duration,
+    /// Interval of SSE keep-alive comments and WebSocket pings.
+    pub heartbeat: Duration,
+    pub max_message_chars: usize,
+    pub allowed_origins: AllowedOrigins,
+    /// Messages a streaming client may have waiting before it counts as slow.
+    pub client_queue_len: usize,
+    /// How long a slow client that cannot take any data is given before its
+    /// connection is cut.
+    pub slow_client_timeout: Duration,
+    /// How long in-flight requests get to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// Publishes per second per client address over HTTP; 0 turns it off.
+    pub publish_rate_per_sec: u32,
+    /// Publishes a client may make at once before the rate applies.
+    pub publish_burst: u32,
+    /// Key the rate limit by the `X-Real-IP` header a trusted gateway sets,
+    /// instead of the peer address (which is the gateway's).
+    pub trust_x_real_ip: bool,
+}
+
+impl Config {
+    /// The default number of messages a poll answers with at most.
+    pub const POLL_BATCH: usize = 100;
+    /// A poll's hold time when the client does not ask for one.
+    pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(25);
+
+    pub fn from_env(default_port: u16) -> Result<Self, ConfigError> {
+        Self::from(&Env::process(), default_port)
+    }
+
+    pub fn from(env: &Env<'_>, default_port: u16) -> Result<Self, ConfigError> {
+        let allowed_origins = match env.get("ALLOWED_ORIGINS") {
+            None => AllowedOrigins::Any,
+            Some(raw) => AllowedOrigins::parse(&raw).map_err(|expected| ConfigError {
+                var: "ALLOWED_ORIGINS",
+                value: raw,
+                expected,
+            })?,
+        };
+        let redis_prefix = env.get("REDIS_KEY_PREFIX").unwrap_or_else(|| "chat".into());
+        let prefix_char = |c: char| c.is_ascii_alphanumeric() || "_-:.".contains(c);
+        if redis_prefix.len() > 64 || !redis_prefix.chars().all(prefix_char) {
+            return Err(ConfigError {
+                var: "REDIS_KEY_PREFIX",
+                value: redis_prefix,
+                expected: "1-64 characters of A-Z, a-z, 0-9, '_', '-', ':' or '.'".into(),
+            });
+        }
+        let redis_url = env.get("REDIS_URL");
+        if let Some(url) = &redis_url {
+            if let Err(err) = redis::Client::open(url.as_str()) {
+                return Err(ConfigError {
+                    var: "REDIS_URL",
+                    value: url.clone(),
+                    expected: format!("a redis:// or unix:// URL: {err}"),
+                });
+            }
+        }
+        let publish_rate_per_sec = env.number("PUBLISH_RATE_PER_SEC", 0, 0..=1_000_000)?;
+        Ok(Config {
+            host: env.get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
+            port: env.number("PORT", default_port, 0..=u16::MAX)?,
+            redis_url,
+            redis_prefix,
+            history_len: env.number("HISTORY_LEN", 1000, 1..=10_000_000)?,
+            hub_ring_len: env.number("HUB_RING_LEN", 256, 1..=1_000_000)?,
+            longpoll_timeout: env.seconds("LONGPOLL_TIMEOUT_SECS", 30, 1..=3600)?,
+            heartbeat: env.seconds("HEARTBEAT_SECS", 15, 1..=3600)?,
+            max_message_chars: env.number("MAX_MESSAGE_CHARS", 4096, 1..=1_000_000)?,
+            allowed_origins,
+            client_queue_len: env.number("CLIENT_QUEUE_LEN", 256, 1..=1_000_000)?,
+            slow_client_timeout: env.seconds("SLOW_CLIENT_TIMEOUT_SECS", 10, 1..=3600)?,
+            shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT_SECS", 5, 1..=600)?,
+            publish_rate_per_sec,
+            publish_burst: env.number(
+                "PUBLISH_BURST",
+                publish_rate_per_sec.max(1) * 2,
+                1..=1_000_000,
+            )?,
+            trust_x_real_ip: env.flag("TRUST_X_REAL_IP", false)?,
+        })
+    }
+
+    /// The hold time of a poll that asked for `requested` (or nothing).
+    pub fn poll_timeout(&self, requested: Option<Duration>) -> Duration {
+        requested
+            .unwrap_or(Self::DEFAULT_POLL_TIMEOUT)
+            .min(self.longpoll_timeout)
+    }
+
+    /// The largest request body worth reading: the longest valid message,
+    /// even if every character needed a six-byte JSON escape, plus room for
+    /// the author and the punctuation.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_message_chars
+            .saturating_mul(6)
+            .saturating_add(4096)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from(&Env::from_fn(|name| vars.get(name).cloned()), 8081)
+    }
+
+    fn rejected_var(vars: &[(&str, &str)]) -> &'static str {
+        match config(vars) {
+            Err(err) => err.var,
+            Ok(_) => panic!("{vars:?} should be rejected"),
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let config = config(&[]).expect("defaults are valid");
+        assert_eq!(config.port, 8081);
+        assert_eq!(config.redis_url, None);
+        assert_eq!(config.history_len, 1000);
+        assert_eq!(config.heartbeat, Duration::from_secs(15));
+        assert_eq!(config.max_message_chars, 4096);
+        assert_eq!(config.allowed_origins, AllowedOrigins::Any);
+        assert_eq!(config.poll_timeout(None), Duration::from_secs(25));
+    }
+
+    #[test]
+    fn poll_timeout_is_capped_by_config() {
+        let config = config(&[("LONGPOLL_TIMEOUT_SECS", "10")]).expect("valid");
+        assert_eq!(config.poll_timeout(None), Duration::from_secs(10));
+        assert_eq!(
+            config.poll_timeout(Some(Duration::from_secs(60))),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            config.poll_timeout(Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn a_non_number_is_rejected_naming_the_variable() {
+        let err = config(&[("PORT", "eighty")]).expect_err("PORT must be a number");
+        assert_eq!(err.var, "PORT");
+        assert!(err.to_string().contains("PORT"), "{err}");
+        assert!(err.to_string().contains("eighty"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_rejected() {
+        assert_eq!(rejected_var(&[("PORT", "65536")]), "PORT");
+        assert_eq!(rejected_var(&[("HISTORY_LEN", "0")]), "HISTORY_LEN");
+        assert_eq!(rejected_var(&[("HEARTBEAT_SECS", "0")]), "HEARTBEAT_SECS");
+        assert_eq!(
+            rejected_var(&[("LONGPOLL_TIMEOUT_SECS", "-5")]),
+            "LONGPOLL_TIMEOUT_SECS"
+        );
+        assert_eq!(
+            rejected_var(&[("MAX_MESSAGE_CHARS", "0")]),
+            "MAX_MESSAGE_CHARS"
+        );
+        assert_eq!(rejected_var(&[("HUB_RING_LEN", "1.5")]), "HUB_RING_LEN");
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let config = config(&[("PORT", ""), ("REDIS_URL", " ")]).expect("valid");
+        assert_eq!(config.port, 8081);
+        assert_eq!(config.redis_url, None);
+    }
+
+    #[test]
+    fn redis_url_must_parse() {
+        assert_eq!(
+            rejected_var(&[("REDIS_URL", "http://localhost")]),
+            "REDIS_URL"
+        );
+        let config = config(&[("REDIS_URL", "redis://127.0.0.1:6379/0")]).expect("valid");
+        assert_eq!(
+            config.redis_url.as_deref(),
+            Some("redis://127.0.0.1:6379/0")
+        );
+    }
+
+    #[test]
+    fn allowed_origins_takes_a_list() {
+        let config = config(&[(
+            "ALLOWED_ORIGINS",
+            "https://a.example, http://localhost:8080",
+        )])
+        .expect("valid");
+        let origins = config.allowed_origins;
+        assert!(origins.allows("https://a.example"));
+        assert!(origins.allows("http://localhost:8080"));
+        assert!(!origins.allows("https://evil.example"));
+    }
+
+    #[test]
+    fn allowed_origins_rejects_non_origins() {
+        for bad in [
+            "example.com",
+            "https://a.example/path",
+            "ftp://a",
+            "https://",
+            ",",
+        ] {
+            assert_eq!(
+                rejected_var(&[("ALLOWED_ORIGINS", bad)]),
+                "ALLOWED_ORIGINS",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_prefix_rejects_spaces() {
+        assert_eq!(
+            rejected_var(&[("REDIS_KEY_PREFIX", "my chat")]),
+            "REDIS_KEY_PREFIX"
+        );
+    }
+
+    #[test]
+    fn flags_accept_true_and_false_only() {
+        assert!(
+            config(&[("TRUST_X_REAL_IP", "yes")])
+                .expect("valid")
+                .trust_x_real_ip
+        );
+        assert_eq!(
+            rejected_var(&[("TRUST_X_REAL_IP", "maybe")]),
+            "TRUST_X_REAL_IP"
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! The one place that turns every failure into an HTTP answer.
+//!
+//! Every error answer is `{"error": "<code>", "detail": "<human text>"}`
+//! with the status the contract names (API.md, "Publishing"). Codes are
+//! stable and documented in the README; details are for humans and may
+//! change. A 500 tells the client nothing of the cause, which is logged.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
+use serde::Serialize;
+
+use crate::broker::BrokerError;
+use crate::message::ValidationError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    #[error("request body is not valid JSON for this request: {0}")]
+    BadJson(String),
+    #[error("{0}")]
+    BadQuery(String),
+    #[error("no such route")]
+    NotFound,
+    #[error("method not allowed here; allowed: {allow}")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("too many messages; retry in {} s", retry_after.as_secs())]
+    RateLimited { retry_after: Duration },
+    #[error("the message broker is unavailable; retry shortly")]
+    BrokerUnavailable(#[source] BrokerError),
+    #[error("this instance is shutting down; retry (another instance will answer)")]
+    ShuttingDown,
+    #[error("no message arrived within {} s; poll again", .0.as_secs())]
+    PollTimeout(Duration),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    /// The stable, machine-readable code of the error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid(ValidationError::Room) => "invalid_room",
+            ApiError::Invalid(ValidationError::Author) => "invalid_author",
+            ApiError::Invalid(
+                ValidationError::MessageMissing
+                | ValidationError::MessageEmpty
+                | ValidationError::MessageTooLong { .. },
+            ) => "invalid_message",
+            ApiError::BadJson(_) => "invalid_json",
+            ApiError::BadQuery(_) => "invalid_query",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::BrokerUnavailable(_) => "broker_unavailable",
+            ApiError::ShuttingDown => "shutting_down",
+            ApiError::PollTimeout(_) => "timeout",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(err: BrokerError) -> Self {
+        if err.is_transient() {
+            ApiError::BrokerUnavailable(err)
+        } else {
+            ApiError::Internal(Box::new(err))
+        }
+    }
+}
+
+/// The JSON body of every error answer.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: &'a str,
+    pub detail: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid(ValidationError::Room) | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Invalid(_) | ApiError::BadJson(_) | ApiError::BadQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BrokerUnavailable(_) | ApiError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::PollTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponseBuilder::new(self.status_code());
+        match self {
+            ApiError::MethodNotAllowed { allow } => {
+                response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+            }
+            ApiError::RateLimited { retry_after } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                response.insert_header((header::RETRY_AFTER, secs));
+            }
+            ApiError::BrokerUnavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, 1));
+            }
+            ApiError::ShuttingDown => {
+                response.insert_header((header::RETRY_AFTER, 0));
+                response.force_close();
+            }
+            ApiError::Internal(err) => log::error!("internal error: {}", error_chain(err.as_ref())),
+            _ => {}
+        }
+        if let ApiError::BrokerUnavailable(err) = self {
+            log::warn!("answering 503: {err}");
+        }
+        response
+            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+            .json(ErrorBody {
+                error: self.code(),
+                detail: self.to_string(),
+            })
+    }
+}
+
+/// An error and all its causes on one line, for the log.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::to_bytes;
+
+    use super::*;
+
+    async fn body_of(err: ApiError) -> (StatusCode, serde_json::Value) {
+        let response = err.error_response();
+        let status = response.status();
+        let bytes = to_bytes(response.into_body()).await.expect("body");
+        (status, serde_json::from_slice(&bytes).expect("JSON body"))
+    }
+
+    #[tokio::test]
+    async fn a_bad_room_is_404_with_a_json_body() {
+        let (status, body) = body_of(ApiError::Invalid(ValidationError::Room)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"], "invalid_room");
+        assert!(body["detail"].as_str().is_some_and(|d| d.contains("1-64")));
+    }
+
+    #[tokio::test]
+    async fn internal_errors_do_not_leak_their_cause() {
+        let (status, body) = body_of(ApiError::Internal("secret database path".into())).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["detail"], "internal error");
+    }
+
+    #[test]
+    fn method_not_allowed_names_the_allowed_methods() {
+        let response = ApiError::MethodNotAllowed { allow: "GET" }.error_response();
+        assert_eq!(
+            response.headers().get(header::ALLOW).map(|v| v.as_bytes()),
+            Some(&b"GET"[..])
+        );
+    }
+
+    #[test]
+    fn rate_limited_says_when_to_retry_in_whole_seconds() {
+        let response = ApiError::RateLimited {
+            retry_after: Duration::from_millis(1200),
+        }
+        .error_response();
+        assert_eq!(
+            response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
+            Some(&b"2"[..])
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! Parsing requests at the edge: the room in the path, query parameters and
+//! JSON bodies, each failure turned into the contract's error answer.
+
+use std::future::{Ready, ready};
+use std::str::FromStr;
+
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+
+use crate::error::ApiError;
+use crate::message::RoomName;
+
+/// The `{room}` segment of the path, validated: a bad name is a 404.
+#[derive(Debug, Clone)]
+pub struct RoomPath(pub RoomName);
+
+impl FromRequest for RoomPath {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let room = request.match_info().get("room").ok_or(ApiError::NotFound);
+        ready(room.and_then(|raw| Ok(RoomPath(RoomName::parse(raw)?))))
+    }
+}
+
+/// A query parameter parsed as `T`, or `None` when absent or empty.
+pub fn optional_param<T: FromStr>(
+    raw: Option<&String>,
+    name: &str,
+    expected: &str,
+) -> Result<Option<T>, ApiError> {
+    match raw
+        .map(|value| value.trim())
+        .filter(|value| !value.is_empty())
+    {
+        None => Ok(None),
+        Some(value) => value
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::BadQuery(format!("{name} must be {expected}, not {value:?}"))),
+    }
+}
+
+/// JSON bodies: size limit, `Content-Type` check and error shapes.
+pub fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(|err, _request| {
+            let api_error = match err {
+                JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+                JsonPayloadError::OverflowKnownLength { limit, .. }
+                | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge { limit },
+                JsonPayloadError::Deserialize(err) => ApiError::BadJson(err.to_string()),
+                other => ApiError::BadJson(other.to_string()),
+            };
+            api_error.into()
+        })
+}
+
+/// Query strings that do not parse at all (e.g. broken percent-encoding).
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err: QueryPayloadError, _request| {
+        ApiError::BadQuery(err.to_string()).into()
+    })
+}

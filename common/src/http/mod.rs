@@ -1,0 +1,100 @@
+//! HTTP pieces every service shares: state, extractors, the publish and
+//! history routes, operations routes, CORS and the connection cutter.
+//!
+//! A service mounts [`routes`] next to its own transport routes; nothing here
+//! is copied into a service crate.
+
+mod connection;
+mod cors;
+mod extract;
+mod ops;
+mod publish;
+
+use std::sync::Arc;
+
+use actix_web::web;
+use tokio_util::sync::CancellationToken;
+
+pub use self::connection::{Disconnector, remember_socket};
+pub use self::cors::cors;
+pub use self::extract::{RoomPath, json_config, optional_param, query_config};
+pub use self::publish::{messages_json, publish_to};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::message::{Message, PublishBody, RoomName, Via};
+use crate::metrics::Metrics;
+use crate::rate_limit::AddressLimiter;
+
+/// What every handler can reach, shared by all workers (`web::Data`).
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub hub: Hub,
+    pub metrics: Metrics,
+    /// The transport this service speaks; stamped on messages it accepts.
+    pub via: Via,
+    /// Cancelled on SIGTERM/SIGINT: every held poll, stream and session
+    /// watches it and says goodbye.
+    pub shutdown: CancellationToken,
+    /// Per-address publish limit over HTTP, if configured.
+    pub publish_limiter: Option<AddressLimiter>,
+}
+
+impl AppState {
+    /// Validates and publishes a message: the one path every way of
+    /// publishing (HTTP, the seed alias, WebSocket frames) goes through.
+    pub async fn publish(&self, room: RoomName, body: PublishBody) -> Result<Message, ApiError> {
+        let draft = body.into_draft(room, self.via, self.config.max_message_chars)?;
+        let message = self.hub.publish(&draft).await?;
+        self.metrics.published.inc();
+        Ok(message)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+}
+
+/// The routes every service serves: publish, history and operations.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/rooms/{room}/messages")
+                .route(web::post().to(publish::publish))
+                .default_service(method_not_allowed("POST")),
+        )
+        .service(
+            web::resource("/rooms/{room}/history")
+                .route(web::get().to(publish::history))
+                .default_service(method_not_allowed("GET")),
+        )
+        .service(
+            web::resource("/healthz")
+                .route(web::get().to(ops::healthz))
+                .default_service(method_not_allowed("GET")),
+        )
+        .service(
+            web::resource("/readyz")
+                .route(web::get().to(ops::readyz))
+                .default_service(method_not_allowed("GET")),
+        )
+        .service(
+            web::resource("/metrics")
+                .route(web::get().to(ops::metrics))
+                .default_service(method_not_allowed("GET")),
+        );
+}
+
+/// A route answering 405 with an `Allow` header, for a resource's other
+/// methods.
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed { allow })
+    })
+}
+
+/// The answer for any path no route matches.
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}

@@ -1,0 +1,559 @@
+//! The per-instance hub: fans messages out to this instance's clients.
+//!
+//! The broker feeds the hub every message of every room, in order, through
+//! one task ([`ingest`]). Per room the hub keeps a contiguous ring of recent
+//! messages, the last id, the streaming subscribers' queues and a wake-up
+//! for long polls (see [`room`]). Each message is serialized once, and framed
+//! once for this instance's transport, when it enters the hub; every client
+//! gets a pointer to the same bytes.
+//!
+//! Ordering and completeness rest on ids being gap-free per room:
+//! - a message whose id skips ahead makes the hub fetch the missing ones from
+//!   history before delivering it;
+//! - after the subscription reconnects, every room is caught up from
+//!   history, and its sequence in Redis is raised back to what this instance
+//!   has seen if Redis lost it;
+//! - readers ask for "everything after id N"; the ring answers when it
+//!   covers N, history otherwise, and a cursor older than history (or newer
+//!   than the room's sequence) is answered with an explicit [`Gap`].
+
+mod room;
+mod subscription;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytestring::ByteString;
+use futures_util::StreamExt;
+use prometheus::IntCounter;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use self::room::{Append, RingRead, Room};
+pub use self::subscription::{Delivery, Subscription, SubscriptionEnded};
+use crate::backoff::Backoff;
+use crate::broker::{Broker, BrokerError, Feed};
+use crate::message::{Draft, Message, RoomName};
+
+/// Turns a message (and its JSON) into the bytes this instance's transport
+/// writes, e.g. an SSE event or a WebSocket text frame. Returning the JSON
+/// itself (a cheap clone) is fine for a transport that writes plain JSON.
+pub type Framer = fn(&Message, &ByteString) -> ByteString;
+
+/// Cuts a client's connection; given by transports that can (see
+/// [`crate::http::Disconnector`]).
+#[derive(Clone)]
+pub struct Disconnect(Arc<dyn Fn() + Send + Sync>);
+
+impl Disconnect {
+    pub fn new(cut: impl Fn() + Send + Sync + 'static) -> Self {
+        Disconnect(Arc::new(cut))
+    }
+
+    fn run(&self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for Disconnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Disconnect")
+    }
+}
+
+/// A message ready for clients: parsed, serialized once and framed once.
+#[derive(Debug)]
+pub struct Entry {
+    pub message: Message,
+    /// The message as JSON (the API's `Message` object).
+    pub json: ByteString,
+    /// The message as this instance's transport writes it.
+    pub frame: ByteString,
+}
+
+impl Entry {
+    pub fn new(message: Message, framer: Framer) -> Arc<Self> {
+        // A Message is strings and integers only, which always serialize.
+        let json = ByteString::from(serde_json::to_string(&message).unwrap_or_default());
+        let frame = framer(&message, &json);
+        Arc::new(Entry {
+            message,
+            json,
+            frame,
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.message.id
+    }
+}
+
+/// A resume cursor older than anything still held, or ahead of the room's
+/// sequence: the ids in between will never be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Gap {
+    /// The cursor the client asked to resume after.
+    pub after: u64,
+    /// The first id that will be delivered.
+    pub resume_from: u64,
+}
+
+/// Messages after a cursor, oldest first, and whether some were lost.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub entries: Vec<Arc<Entry>>,
+    pub gap: Option<Gap>,
+}
+
+impl Page {
+    /// The cursor to continue from after this page.
+    pub fn cursor(&self, after: u64) -> u64 {
+        match (self.entries.last(), self.gap) {
+            (Some(last), _) => last.id(),
+            (None, Some(gap)) => gap.resume_from - 1,
+            (None, None) => after,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.gap.is_none()
+    }
+}
+
+/// Counters the hub reports into `/metrics`.
+#[derive(Debug, Clone)]
+pub struct HubMetrics {
+    /// Streaming clients dropped from the fan-out because their queue was full.
+    pub slow_clients: IntCounter,
+    /// Of those, the ones that took no data at all and were disconnected.
+    pub slow_clients_disconnected: IntCounter,
+}
+
+/// Sizes and timings of the hub.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// Recent messages kept per room.
+    pub ring_len: usize,
+    /// Messages a streaming subscriber may have waiting.
+    pub queue_len: usize,
+    /// How long a subscriber dropped for a full queue has to start taking
+    /// data again before its connection is cut.
+    pub slow_client_timeout: Duration,
+    /// How long an unused room stays in memory after its last message.
+    pub room_idle: Duration,
+}
+
+/// The settings every room applies, bundled with the counters it bumps.
+#[derive(Debug)]
+struct Policy {
+    ring_len: usize,
+    queue_len: usize,
+    slow_client_timeout: Duration,
+    metrics: HubMetrics,
+}
+
+/// How many messages one replay or catch-up read asks for.
+pub const READ_BATCH: usize = 500;
+/// How often unused rooms are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Rooms re-synced at once after a reconnect.
+const RESYNC_CONCURRENCY: usize = 16;
+
+/// A cloneable handle to the instance's hub.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    broker: Arc<dyn Broker>,
+    rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
+    framer: Framer,
+    policy: Policy,
+    room_idle: Duration,
+    /// Stops the ingest and sweeper tasks when the last handle is dropped.
+    stop: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Hub {
+    /// Creates the hub and starts listening to the broker. Must be called
+    /// within a Tokio runtime, which runs the hub's tasks.
+    pub fn start(
+        broker: Arc<dyn Broker>,
+        settings: HubSettings,
+        framer: Framer,
+        metrics: HubMetrics,
+    ) -> Hub {
+        let feed = broker.subscribe();
+        let inner = Arc::new(Inner {
+            broker,
+            rooms: Mutex::new(HashMap::new()),
+            framer,
+            policy: Policy {
+                ring_len: settings.ring_len,
+                queue_len: settings.queue_len,
+                slow_client_timeout: settings.slow_client_timeout,
+                metrics,
+            },
+            room_idle: settings.room_idle,
+            stop: CancellationToken::new(),
+        });
+        tokio::spawn(ingest(Arc::downgrade(&inner), feed, inner.stop.clone()));
+        tokio::spawn(sweep(Arc::downgrade(&inner), inner.stop.clone()));
+        Hub { inner }
+    }
+
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.inner.broker
+    }
+
+    /// Stores and publishes a message; every instance's hub (this one
+    /// included) receives it through the broker.
+    pub async fn publish(&self, draft: &Draft) -> Result<Message, BrokerError> {
+        let floor = self
+            .inner
+            .rooms()
+            .get(&draft.room)
+            .and_then(|room| room.last())
+            .unwrap_or(0);
+        self.inner.broker.publish(draft, floor).await
+    }
+
+    /// The room's last id as this instance knows it.
+    pub async fn last_id(&self, room: &RoomName) -> Result<u64, BrokerError> {
+        let room = self.inner.synced_room(room).await?;
+        Ok(room.last().unwrap_or(0))
+    }
+
+    /// Up to `limit` messages with `id > after`, oldest first, with a
+    /// [`Gap`] if some of them are gone for good.
+    pub async fn read_after(
+        &self,
+        room: &RoomName,
+        after: u64,
+        limit: usize,
+    ) -> Result<Page, BrokerError> {
+        let room = self.inner.synced_room(room).await?;
+        self.inner.read_after(&room, after, limit).await
+    }
+
+    /// The latest `limit` messages, oldest first.
+    pub async fn latest(
+        &self,
+        room: &RoomName,
+        limit: usize,
+    ) -> Result<Vec<Arc<Entry>>, BrokerError> {
+        let room = self.inner.synced_room(room).await?;
+        if let Some(entries) = room.latest(limit) {
+            return Ok(entries);
+        }
+        let stored = self.inner.broker.read_latest(&room.name, limit).await?;
+        // Normally history holds everything the ring does; after Redis lost
+        // data the ring may know newer messages, so take the union.
+        let mut by_id: BTreeMap<u64, Arc<Entry>> = stored
+            .into_iter()
+            .map(|message| (message.id, Entry::new(message, self.inner.framer)))
+            .collect();
+        if let Some(recent) = room.latest(usize::MAX) {
+            by_id.extend(recent.into_iter().map(|entry| (entry.id(), entry)));
+        }
+        let skip = by_id.len().saturating_sub(limit);
+        Ok(by_id.into_values().skip(skip).collect())
+    }
+
+    /// Resolves once the room holds a message with `id > after`.
+    /// Cancel-safe: dropping the future drops the wait and nothing else.
+    pub async fn wait_beyond(&self, room: &RoomName, after: u64) {
+        let mut last_id = loop {
+            if let Some(receiver) = self.inner.room(room).watch() {
+                break receiver;
+            }
+        };
+        // The sender lives as long as the room, which our receiver keeps in
+        // the hub (a watched room is never retired), so this cannot fail.
+        let _ = last_id.wait_for(|&last| last > after).await;
+    }
+
+    /// Subscribes to a room's messages after `after` (or, without it, after
+    /// the room's current last id): replay from the ring or history, then
+    /// live, without gap or duplicate. `on_stall` cuts the client's
+    /// connection if it stops taking data altogether.
+    pub async fn subscribe(
+        &self,
+        room: &RoomName,
+        after: Option<u64>,
+        on_stall: Option<Disconnect>,
+    ) -> Result<Subscription, BrokerError> {
+        let room = self.inner.room(room);
+        Subscription::start(Arc::clone(&self.inner), room, after, on_stall).await
+    }
+
+    /// Rooms this instance currently holds (for tests and metrics).
+    pub fn room_count(&self) -> usize {
+        self.inner.rooms().len()
+    }
+}
+
+impl Inner {
+    fn rooms(&self) -> MutexGuard<'_, HashMap<RoomName, Arc<Room>>> {
+        // Only lookups and inserts happen under this lock; nothing can be
+        // left half-done by a panic, so a poisoned lock is still usable.
+        self.rooms
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The room, created (unsynced) if this instance has not seen it.
+    fn room(&self, name: &RoomName) -> Arc<Room> {
+        let mut rooms = self.rooms();
+        Arc::clone(
+            rooms
+                .entry(name.clone())
+                .or_insert_with(|| Arc::new(Room::new(name.clone()))),
+        )
+    }
+
+    async fn synced_room(&self, name: &RoomName) -> Result<Arc<Room>, BrokerError> {
+        let room = self.room(name);
+        self.sync(&room).await?;
+        Ok(room)
+    }
+
+    /// Makes sure the room knows its position, asking the broker if no
+    /// message has told it yet.
+    async fn sync(&self, room: &Room) -> Result<(), BrokerError> {
+        if !room.is_synced() {
+            let sequence = self.broker.sequence(&room.name, 0).await?;
+            room.sync_to(sequence.current);
+        }
+        Ok(())
+    }
+
+    async fn read_after(&self, room: &Room, after: u64, limit: usize) -> Result<Page, BrokerError> {
+        let (ring_first, last) = match room.read(after, limit) {
+            RingRead::Served(entries) => return Ok(Page { entries, gap: None }),
+            RingRead::AtEnd => return Ok(Page::default()),
+            RingRead::Ahead => return Ok(self.read_ahead(room, after).await),
+            RingRead::Older { ring_first, last } => (ring_first, last),
+        };
+        let stored = self.broker.read_after(&room.name, after, limit).await?;
+        let stored_first = stored.first().map(|message| message.id);
+        if stored_first == Some(after + 1) {
+            let entries = stored
+                .into_iter()
+                .map(|m| Entry::new(m, self.framer))
+                .collect();
+            return Ok(Page { entries, gap: None });
+        }
+        // History no longer reaches back to the cursor. Serve from whichever
+        // of ring and history starts earlier, and say where that is.
+        let page = match (ring_first, stored_first) {
+            (Some(ring_first), stored_first) if stored_first.is_none_or(|s| ring_first <= s) => {
+                let entries = match room.read(ring_first - 1, limit) {
+                    RingRead::Served(entries) => entries,
+                    _ => Vec::new(),
+                };
+                Page {
+                    entries,
+                    gap: Some(Gap {
+                        after,
+                        resume_from: ring_first,
+                    }),
+                }
+            }
+            (_, Some(stored_first)) => Page {
+                entries: stored
+                    .into_iter()
+                    .map(|m| Entry::new(m, self.framer))
+                    .collect(),
+                gap: Some(Gap {
+                    after,
+                    resume_from: stored_first,
+                }),
+            },
+            (_, None) => Page {
+                entries: Vec::new(),
+                gap: Some(Gap {
+                    after,
+                    resume_from: last + 1,
+                }),
+            },
+        };
+        Ok(page)
+    }
+
+    /// A cursor beyond this instance's last id: either this instance is a
+    /// moment behind (the client heard of a newer message elsewhere), or the
+    /// cursor is from before Redis lost its data. The broker's sequence tells.
+    async fn read_ahead(&self, room: &Room, after: u64) -> Page {
+        match self.broker.sequence(&room.name, 0).await {
+            Ok(sequence) if sequence.current < after => Page {
+                entries: Vec::new(),
+                gap: Some(Gap {
+                    after,
+                    resume_from: sequence.current + 1,
+                }),
+            },
+            // Behind, or the broker cannot say right now: wait for news.
+            _ => Page::default(),
+        }
+    }
+
+    /// Takes one message from the broker and delivers it, and any messages
+    /// pub/sub missed before it, in order.
+    async fn accept(&self, message: Message) {
+        let room = self.room(&message.room);
+        let entry = Entry::new(message, self.framer);
+        let Append::Behind { last } = room.append(&entry, &self.policy) else {
+            return;
+        };
+        let missing = usize::try_from(entry.id() - last - 1).unwrap_or(usize::MAX);
+        let filled = match self.broker.read_after(&room.name, last, missing).await {
+            Ok(found) => found,
+            Err(err) => {
+                log::warn!(
+                    "room {}: cannot fetch ids {}..{} from history: {err}",
+                    room.name,
+                    last + 1,
+                    entry.id()
+                );
+                Vec::new()
+            }
+        };
+        let id = entry.id();
+        let filled = filled
+            .into_iter()
+            .filter(|m| m.id < id)
+            .map(|m| Entry::new(m, self.framer));
+        self.deliver_in_order(&room, filled.chain(std::iter::once(entry)));
+    }
+
+    /// Appends messages known to be in id order; where one does not follow
+    /// on (its predecessors are gone from history), the ring starts over.
+    fn deliver_in_order(&self, room: &Room, entries: impl Iterator<Item = Arc<Entry>>) {
+        for entry in entries {
+            if let Append::Behind { last } = room.append(&entry, &self.policy) {
+                log::warn!(
+                    "room {}: ids {}..{} are gone from history; clients resuming there get a gap",
+                    room.name,
+                    last + 1,
+                    entry.id()
+                );
+                room.restart_at(&entry, &self.policy);
+            }
+        }
+    }
+
+    /// After a (re)subscription: for every room held, raise the broker's
+    /// sequence back to what this instance has seen (Redis may have lost
+    /// it) and fetch what pub/sub missed while it was down.
+    /// Returns whether every room was re-synced.
+    async fn resync(&self) -> bool {
+        let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
+        let failures = std::sync::atomic::AtomicUsize::new(0);
+        futures_util::stream::iter(rooms)
+            .for_each_concurrent(RESYNC_CONCURRENCY, |room| {
+                let failures = &failures;
+                async move {
+                    if let Err(err) = self.resync_room(&room).await {
+                        log::warn!("room {}: re-sync failed, will retry: {err}", room.name);
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+            .await;
+        failures.into_inner() == 0
+    }
+
+    async fn resync_room(&self, room: &Room) -> Result<(), BrokerError> {
+        let Some(last) = room.last() else {
+            return Ok(());
+        };
+        let sequence = self.broker.sequence(&room.name, last).await?;
+        if sequence.stored < last {
+            log::warn!(
+                "room {}: the broker's sequence was {} but this instance has seen id {last}; \
+                 it lost data, and ids continue from {}",
+                room.name,
+                sequence.stored,
+                last + 1
+            );
+        }
+        loop {
+            let after = room.last().unwrap_or(last);
+            let batch = self
+                .broker
+                .read_after(&room.name, after, READ_BATCH)
+                .await?;
+            let complete = batch.len() < READ_BATCH;
+            self.deliver_in_order(room, batch.into_iter().map(|m| Entry::new(m, self.framer)));
+            if complete {
+                return Ok(());
+            }
+        }
+    }
+
+    fn retire_idle_rooms(&self) {
+        self.rooms()
+            .retain(|_, room| !room.retire_if_idle(self.room_idle));
+    }
+}
+
+/// The one task that takes the broker's feed, so each room's messages are
+/// appended in order by one writer. A re-sync that fails (Redis answers the
+/// subscription but not yet commands) is retried until it succeeds.
+async fn ingest(hub: Weak<Inner>, mut feed: mpsc::Receiver<Feed>, stop: CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut retry_resync_at: Option<tokio::time::Instant> = None;
+    loop {
+        let item = tokio::select! {
+            item = feed.recv() => item,
+            () = sleep_until(retry_resync_at) => Some(Feed::Resubscribed),
+            () = stop.cancelled() => return,
+        };
+        let (Some(item), Some(hub)) = (item, hub.upgrade()) else {
+            return;
+        };
+        match item {
+            Feed::Message(message) => hub.accept(message).await,
+            Feed::Resubscribed if hub.resync().await => {
+                retry_resync_at = None;
+                backoff.reset();
+            }
+            Feed::Resubscribed => {
+                retry_resync_at = Some(tokio::time::Instant::now() + backoff.next_delay());
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever if there is no `at`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Drops rooms nobody uses, so memory follows the rooms in use rather than
+/// every room name ever asked for.
+async fn sweep(hub: Weak<Inner>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let Some(hub) = hub.upgrade() else { return };
+        hub.retire_idle_rooms();
+    }
+}

@@ -1,0 +1,301 @@
+//! One room's state in one instance: the ring of recent messages, the last
+//! id, the streaming subscribers and the long-poll wake-up.
+//!
+//! Invariant: the ring is contiguous. It holds exactly the ids
+//! `base + 1 ..= base + ring.len()`, so "does the ring cover `after`?" is one
+//! comparison and a read is an index. Whatever the ring does not cover is
+//! read from the broker's history.
+//!
+//! All state sits behind one std `Mutex`: every critical section is a few
+//! pointer copies and non-blocking queue pushes, never an `.await`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
+
+use super::{Disconnect, Entry, Policy};
+use crate::message::RoomName;
+
+#[derive(Debug)]
+pub(super) struct Room {
+    pub(super) name: RoomName,
+    state: Mutex<RoomState>,
+    /// The room's last id, for long-poll waiters. `wait_for` looks at the
+    /// current value first, so no message slips between a read and a wait.
+    last_id: watch::Sender<u64>,
+}
+
+#[derive(Debug)]
+struct RoomState {
+    /// Whether `base` is known. A room is synced by its first message or by
+    /// asking the broker for its sequence, whichever comes first.
+    synced: bool,
+    base: u64,
+    ring: VecDeque<Arc<Entry>>,
+    subscribers: Vec<Slot>,
+    /// Set when the sweeper drops the room from the hub; whoever still holds
+    /// it must look the room up again.
+    retired: bool,
+    last_activity: Instant,
+}
+
+impl RoomState {
+    fn last(&self) -> u64 {
+        self.base + self.ring.len() as u64
+    }
+}
+
+/// A streaming subscriber's end of the fan-out.
+#[derive(Debug)]
+struct Slot {
+    queue: mpsc::Sender<Arc<Entry>>,
+    shared: Arc<SlotShared>,
+    on_stall: Option<Disconnect>,
+}
+
+/// What a slot and its [`Subscription`](super::Subscription) both see.
+#[derive(Debug, Default)]
+pub(super) struct SlotShared {
+    /// Set when the slot is dropped for a full queue; cleared when the
+    /// subscriber notices. Still set after the slow-client timeout means the
+    /// client takes no data at all, and its connection is cut.
+    lagging: AtomicBool,
+}
+
+impl SlotShared {
+    pub(super) fn noticed(&self) {
+        self.lagging.store(false, Ordering::Release);
+    }
+}
+
+/// What happened to a message offered to the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Append {
+    Appended,
+    /// Already held (pub/sub and history overlap after a re-sync).
+    Duplicate,
+    /// Ids between the room's last and this one are missing.
+    Behind {
+        last: u64,
+    },
+}
+
+/// What the ring can say about the messages after a cursor.
+#[derive(Debug)]
+pub(super) enum RingRead {
+    Served(Vec<Arc<Entry>>),
+    /// The cursor is the last id: nothing newer yet.
+    AtEnd,
+    /// The cursor is beyond the last id this instance knows.
+    Ahead,
+    /// The ring starts after the cursor; history must answer.
+    Older {
+        ring_first: Option<u64>,
+        last: u64,
+    },
+}
+
+impl Room {
+    pub(super) fn new(name: RoomName) -> Self {
+        Room {
+            name,
+            state: Mutex::new(RoomState {
+                synced: false,
+                base: 0,
+                ring: VecDeque::new(),
+                subscribers: Vec::new(),
+                retired: false,
+                last_activity: Instant::now(),
+            }),
+            last_id: watch::Sender::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RoomState> {
+        // A panic while holding this lock cannot leave the ring half-updated
+        // in a way later readers would trip over (each step is one push or
+        // pop), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub(super) fn is_synced(&self) -> bool {
+        self.lock().synced
+    }
+
+    /// The last id if the room is synced.
+    pub(super) fn last(&self) -> Option<u64> {
+        let state = self.lock();
+        state.synced.then(|| state.last())
+    }
+
+    /// Sets the room's position from the broker's sequence, unless a message
+    /// already did (a message is always at least as recent).
+    pub(super) fn sync_to(&self, sequence: u64) {
+        let mut state = self.lock();
+        if !state.synced {
+            state.synced = true;
+            state.base = sequence;
+            self.last_id.send_replace(sequence);
+        }
+    }
+
+    /// Offers the next message. Appends it only if it is exactly the next id,
+    /// so the ring stays contiguous.
+    pub(super) fn append(&self, entry: &Arc<Entry>, policy: &Policy) -> Append {
+        let mut state = self.lock();
+        let id = entry.id();
+        if !state.synced {
+            state.synced = true;
+            state.base = id - 1;
+        }
+        let last = state.last();
+        if id <= last {
+            return Append::Duplicate;
+        }
+        if id > last + 1 {
+            return Append::Behind { last };
+        }
+        self.push(&mut state, entry, policy);
+        Append::Appended
+    }
+
+    /// Starts the ring over at `entry`: the ids before it are gone from
+    /// history and will never arrive. Subscribers see the jump and ask
+    /// history, which tells them about the gap.
+    pub(super) fn restart_at(&self, entry: &Arc<Entry>, policy: &Policy) {
+        let mut state = self.lock();
+        state.synced = true;
+        state.ring.clear();
+        state.base = entry.id() - 1;
+        self.push(&mut state, entry, policy);
+    }
+
+    fn push(&self, state: &mut RoomState, entry: &Arc<Entry>, policy: &Policy) {
+        state.ring.push_back(Arc::clone(entry));
+        if state.ring.len() > policy.ring_len {
+            state.ring.pop_front();
+            state.base += 1;
+        }
+        state.last_activity = Instant::now();
+        // Fan-out: one non-blocking push per subscriber. A full queue means a
+        // client that is not keeping up; it is dropped from the fan-out here
+        // and catches up from history on its own time (see Subscription).
+        state
+            .subscribers
+            .retain(|slot| match slot.queue.try_send(Arc::clone(entry)) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    policy.metrics.slow_clients.inc();
+                    slot.evict(policy);
+                    false
+                }
+                Err(TrySendError::Closed(_)) => false,
+            });
+        self.last_id.send_replace(entry.id());
+    }
+
+    pub(super) fn read(&self, after: u64, limit: usize) -> RingRead {
+        let state = self.lock();
+        let last = state.last();
+        if after == last {
+            return RingRead::AtEnd;
+        }
+        if after > last {
+            return RingRead::Ahead;
+        }
+        if after >= state.base {
+            let start = usize::try_from(after - state.base).unwrap_or(usize::MAX);
+            return RingRead::Served(state.ring.iter().skip(start).take(limit).cloned().collect());
+        }
+        let ring_first = (!state.ring.is_empty()).then_some(state.base + 1);
+        RingRead::Older { ring_first, last }
+    }
+
+    /// The newest `limit` messages if the ring can tell them all.
+    pub(super) fn latest(&self, limit: usize) -> Option<Vec<Arc<Entry>>> {
+        let state = self.lock();
+        if state.ring.len() < limit && state.base > 0 {
+            return None;
+        }
+        let skip = state.ring.len().saturating_sub(limit);
+        Some(state.ring.iter().skip(skip).cloned().collect())
+    }
+
+    /// Adds a streaming subscriber. `None` if the room was retired, or does
+    /// not know its position yet (sync it first).
+    pub(super) fn join(
+        &self,
+        policy: &Policy,
+        on_stall: Option<Disconnect>,
+    ) -> Option<(Arc<SlotShared>, mpsc::Receiver<Arc<Entry>>, u64)> {
+        let mut state = self.lock();
+        if state.retired || !state.synced {
+            return None;
+        }
+        let (queue, receiver) = mpsc::channel(policy.queue_len);
+        let shared = Arc::new(SlotShared::default());
+        state.subscribers.push(Slot {
+            queue,
+            shared: Arc::clone(&shared),
+            on_stall,
+        });
+        Some((shared, receiver, state.last()))
+    }
+
+    pub(super) fn leave(&self, shared: &Arc<SlotShared>) {
+        let mut state = self.lock();
+        if let Some(index) = state
+            .subscribers
+            .iter()
+            .position(|slot| Arc::ptr_eq(&slot.shared, shared))
+        {
+            state.subscribers.swap_remove(index);
+        }
+    }
+
+    /// A receiver of the room's last id for a long-poll waiter. `None` if the
+    /// room was retired.
+    pub(super) fn watch(&self) -> Option<watch::Receiver<u64>> {
+        let state = self.lock();
+        (!state.retired).then(|| self.last_id.subscribe())
+    }
+
+    /// Marks the room retired if nobody uses it and nothing happened in it
+    /// for `idle`. Called by the sweeper with the hub's room map locked.
+    pub(super) fn retire_if_idle(&self, idle: Duration) -> bool {
+        let mut state = self.lock();
+        let unused = state.subscribers.is_empty() && self.last_id.receiver_count() == 0;
+        if unused && state.last_activity.elapsed() >= idle {
+            state.retired = true;
+        }
+        state.retired
+    }
+}
+
+impl Slot {
+    /// Drops the subscriber from the fan-out (its queue closes once drained)
+    /// and, if the transport can cut its connection, gives it the policy's
+    /// slow-client timeout to notice before doing so.
+    fn evict(&self, policy: &Policy) {
+        self.shared.lagging.store(true, Ordering::Release);
+        let Some(disconnect) = self.on_stall.clone() else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let disconnected = policy.metrics.slow_clients_disconnected.clone();
+        let stall = policy.slow_client_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(stall).await;
+            if shared.lagging.load(Ordering::Acquire) {
+                disconnected.inc();
+                disconnect.run();
+            }
+        });
+    }
+}

@@ -1,0 +1,180 @@
+//! A streaming client's view of a room: replay, then live, exactly once.
+//!
+//! The subscription joins the room's fan-out *before* reading what it must
+//! replay, so nothing published meanwhile can fall between the two; anything
+//! seen twice is dropped by id (`cursor` is the last id handed out).
+//!
+//! Slow clients: the queue is bounded. When it is full, the hub drops the
+//! subscriber from the fan-out (its queue then closes once drained). The
+//! subscription notices, joins again and catches up from the ring or
+//! history. If even history no longer reaches back to its cursor, the client
+//! is too slow to serve and the subscription ends with
+//! [`SubscriptionEnded::TooSlow`]; the client reconnects with its cursor and
+//! is told about the gap. A client that takes no data at all never gets to
+//! notice; the hub cuts its connection instead (see `Slot::evict`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::room::{Room, SlotShared};
+use super::{Disconnect, Entry, Gap, Inner, READ_BATCH};
+use crate::broker::BrokerError;
+
+/// What a subscription hands its transport next.
+#[derive(Debug)]
+pub enum Delivery {
+    /// `live` is false for replayed messages (their delivery latency says
+    /// nothing about the system, so it is not measured).
+    Message { entry: Arc<Entry>, live: bool },
+    /// The ids between `after` and `resume_from` are gone; say so first.
+    Gap(Gap),
+}
+
+/// Why a subscription cannot go on. The transport ends the connection and
+/// the client reconnects with its cursor.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionEnded {
+    #[error("client fell further behind than history reaches")]
+    TooSlow,
+    #[error("cannot catch up: {0}")]
+    Broker(#[from] BrokerError),
+}
+
+#[derive(Debug)]
+pub struct Subscription {
+    hub: Arc<Inner>,
+    room: Arc<Room>,
+    slot: Arc<SlotShared>,
+    queue: mpsc::Receiver<Arc<Entry>>,
+    on_stall: Option<Disconnect>,
+    /// The last id handed out.
+    cursor: u64,
+    /// Read from the ring or history, not yet handed out.
+    backlog: VecDeque<Arc<Entry>>,
+    /// Whether history must be read before taking from the queue again.
+    catching_up: bool,
+    /// Set after being dropped for a full queue: a gap found while catching
+    /// up then means the client is too slow, not that history was lost.
+    lagged: bool,
+}
+
+impl Subscription {
+    pub(super) async fn start(
+        hub: Arc<Inner>,
+        room: Arc<Room>,
+        after: Option<u64>,
+        on_stall: Option<Disconnect>,
+    ) -> Result<Self, BrokerError> {
+        let (room, slot, queue, last) = join(&hub, room, on_stall.clone()).await?;
+        Ok(Subscription {
+            hub,
+            room,
+            slot,
+            queue,
+            on_stall,
+            cursor: after.unwrap_or(last),
+            backlog: VecDeque::new(),
+            catching_up: true,
+            lagged: false,
+        })
+    }
+
+    /// The last id handed out: the client's resume cursor.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The next thing to send. Cancel-safe: state only changes after each
+    /// await completes, so it may sit in a `select!`.
+    pub async fn next(&mut self) -> Result<Delivery, SubscriptionEnded> {
+        loop {
+            if let Some(entry) = self.backlog.pop_front() {
+                if entry.id() > self.cursor {
+                    self.cursor = entry.id();
+                    return Ok(Delivery::Message { entry, live: false });
+                }
+                continue;
+            }
+            if self.catching_up {
+                if let Some(gap) = self.catch_up().await? {
+                    return Ok(Delivery::Gap(gap));
+                }
+                continue;
+            }
+            match self.queue.recv().await {
+                Some(entry) if entry.id() <= self.cursor => {}
+                Some(entry) if entry.id() == self.cursor + 1 => {
+                    self.cursor = entry.id();
+                    return Ok(Delivery::Message { entry, live: true });
+                }
+                // A jump: the room's ring started over because ids were lost.
+                // History says what is left.
+                Some(_) => self.catching_up = true,
+                None => self.rejoin().await?,
+            }
+        }
+    }
+
+    /// Reads the next batch after the cursor into the backlog. Caught up once
+    /// a read comes back empty.
+    async fn catch_up(&mut self) -> Result<Option<Gap>, SubscriptionEnded> {
+        let page = self
+            .hub
+            .read_after(&self.room, self.cursor, READ_BATCH)
+            .await?;
+        if page.is_empty() {
+            self.catching_up = false;
+            self.lagged = false;
+            return Ok(None);
+        }
+        self.backlog.extend(page.entries);
+        match page.gap {
+            Some(_) if self.lagged => Err(SubscriptionEnded::TooSlow),
+            Some(gap) => {
+                self.cursor = gap.resume_from - 1;
+                Ok(Some(gap))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Joins the fan-out again after being dropped from it for a full queue.
+    async fn rejoin(&mut self) -> Result<(), BrokerError> {
+        self.slot.noticed();
+        self.room.leave(&self.slot);
+        let (room, slot, queue, _) =
+            join(&self.hub, Arc::clone(&self.room), self.on_stall.clone()).await?;
+        (self.room, self.slot, self.queue) = (room, slot, queue);
+        self.catching_up = true;
+        self.lagged = true;
+        Ok(())
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.room.leave(&self.slot);
+    }
+}
+
+/// What joining a room's fan-out gives: the room, the slot, its queue and the
+/// room's last id at the moment of joining.
+type Joined = (Arc<Room>, Arc<SlotShared>, mpsc::Receiver<Arc<Entry>>, u64);
+
+/// Joins the room's fan-out once it knows its position, looking the room up
+/// again if it was retired meanwhile (the sweeper drops unused rooms).
+async fn join(
+    hub: &Inner,
+    mut room: Arc<Room>,
+    on_stall: Option<Disconnect>,
+) -> Result<Joined, BrokerError> {
+    loop {
+        hub.sync(&room).await?;
+        if let Some((slot, queue, last)) = room.join(&hub.policy, on_stall.clone()) {
+            return Ok((room, slot, queue, last));
+        }
+        room = hub.room(&room.name);
+    }
+}

@@ -1,0 +1,36 @@
+//! The long-polling transport (API.md, "Long polling").
+//!
+//! A poll is answered at once from the hub when it has messages after the
+//! cursor, or waits on the room's wake-up until one arrives, the timeout
+//! passes (`204`) or the service shuts down (`204`, connection closed, so
+//! the client polls again elsewhere). There is no per-client task or queue:
+//! a held poll is one future, dropped the moment the client goes away.
+//!
+//! Also serves the seed's `GET /get-messages` and `POST /new-messages` on
+//! room `general`, so the seed's React client works unmodified.
+
+pub mod routes;
+
+use bytestring::ByteString;
+use common::{Message, Service, Via};
+
+/// The port this service listens on unless `PORT` says otherwise.
+pub const DEFAULT_PORT: u16 = 8081;
+
+/// The long-polling transport as a [`Service`] for [`common::Application`].
+pub fn service() -> Service {
+    Service {
+        name: env!("CARGO_PKG_NAME"),
+        version: env!("CARGO_PKG_VERSION"),
+        default_port: DEFAULT_PORT,
+        via: Via::LongPoll,
+        framer: json_frame,
+        routes: routes::configure,
+    }
+}
+
+/// A poll answer is a JSON array of messages, so a message's frame is its
+/// JSON (a shared reference, not a copy).
+fn json_frame(_: &Message, json: &ByteString) -> ByteString {
+    json.clone()
+}

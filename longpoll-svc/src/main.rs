@@ -1,0 +1,8 @@
+//! longpoll-svc: see the crate docs in `lib.rs` and the README.
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    common::server::main(longpoll_svc::service()).await
+}

@@ -1,0 +1,100 @@
+//! `GET /rooms/{room}/poll?after=&timeout=`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, HttpResponseBuilder, http::StatusCode, web};
+use common::http::{AppState, RoomPath, messages_json, optional_param};
+use common::hub::Page;
+use common::{ApiError, Config, RoomName};
+use tokio::time::Instant;
+
+pub(super) async fn poll(
+    state: web::Data<AppState>,
+    RoomPath(room): RoomPath,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let after: Option<u64> =
+        optional_param(query.get("after"), "after", "a message id (0 or more)")?;
+    let timeout = optional_param::<f64>(query.get("timeout"), "timeout", "a number of seconds")?
+        .map(|secs| {
+            Duration::try_from_secs_f64(secs).map_err(|_| {
+                ApiError::BadQuery(format!(
+                    "timeout must be a number of seconds (0 or more), not {secs}"
+                ))
+            })
+        })
+        .transpose()?;
+    let _connected = state.metrics.connection();
+    // Without a cursor: only what is published from now on.
+    let after = match after {
+        Some(after) => after,
+        None => state.hub.last_id(&room).await?,
+    };
+    let deadline = Instant::now() + state.config.poll_timeout(timeout);
+    match wait_for_messages(&state, &room, after, Config::POLL_BATCH, deadline).await? {
+        Waited::Messages { page, live } => {
+            for entry in &page.entries {
+                state.metrics.record_delivery(entry.message.ts, live);
+            }
+            let mut extra = format!(r#","cursor":{}"#, page.cursor(after));
+            if page.gap.is_some() {
+                extra.push_str(r#","gap":true"#);
+            }
+            Ok(no_store(StatusCode::OK)
+                .content_type("application/json")
+                .body(messages_json(&page.entries, &extra)))
+        }
+        Waited::TimedOut => Ok(no_store(StatusCode::NO_CONTENT).finish()),
+        // The client polls again at once; `Connection: close` sends it to
+        // another instance instead of this stopping one.
+        Waited::ShuttingDown => Ok(no_store(StatusCode::NO_CONTENT).force_close().finish()),
+    }
+}
+
+fn no_store(status: StatusCode) -> HttpResponseBuilder {
+    let mut response = HttpResponse::build(status);
+    response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    response
+}
+
+/// How a wait for messages ended.
+#[derive(Debug)]
+pub(super) enum Waited {
+    /// `live`: the messages arrived while the client was waiting (their
+    /// latency is the system's), as opposed to being there already.
+    Messages {
+        page: Page,
+        live: bool,
+    },
+    TimedOut,
+    ShuttingDown,
+}
+
+/// Messages after `after` (or news of a gap) as soon as there are any, until
+/// `deadline`.
+/// Dropping the future (the client left) drops the wait and nothing else.
+pub(super) async fn wait_for_messages(
+    state: &AppState,
+    room: &RoomName,
+    after: u64,
+    limit: usize,
+    deadline: Instant,
+) -> Result<Waited, ApiError> {
+    let mut live = false;
+    loop {
+        if state.is_shutting_down() {
+            return Ok(Waited::ShuttingDown);
+        }
+        let page = state.hub.read_after(room, after, limit).await?;
+        if !page.is_empty() {
+            return Ok(Waited::Messages { page, live });
+        }
+        tokio::select! {
+            () = state.hub.wait_beyond(room, after) => live = true,
+            () = tokio::time::sleep_until(deadline) => return Ok(Waited::TimedOut),
+            () = state.shutdown.cancelled() => return Ok(Waited::ShuttingDown),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The seed's long-poll API on room `general` (SEED.md).
+//!
+//! `GET /get-messages` answers with the next message as one object. Unlike
+//! the seed, it never answers an empty 2xx: the seed's client would render
+//! that as a blank message. On timeout it answers `408` with a JSON error,
+//! and the client (which retries on any error after 500 ms) polls again.
+
+use std::sync::LazyLock;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use common::http::{AppState, publish_to};
+use common::message::PublishBody;
+use common::{ApiError, RoomName};
+use tokio::time::Instant;
+
+use super::poll::{Waited, wait_for_messages};
+
+/// The seed's chat has one room.
+static GENERAL: LazyLock<RoomName> =
+    LazyLock::new(|| RoomName::parse("general").expect("\"general\" is a valid room name"));
+
+pub(super) async fn get_messages(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let _connected = state.metrics.connection();
+    let mut after = state.hub.last_id(&GENERAL).await?;
+    let hold = state.config.poll_timeout(None);
+    let deadline = Instant::now() + hold;
+    loop {
+        match wait_for_messages(&state, &GENERAL, after, 1, deadline).await? {
+            Waited::Messages { page, live } => {
+                let Some(entry) = page.entries.first() else {
+                    // Only news of a gap (ids lost with Redis' data): the seed
+                    // has no way to say that; wait on from where ids resume.
+                    after = page.cursor(after);
+                    continue;
+                };
+                state.metrics.record_delivery(entry.message.ts, live);
+                return Ok(HttpResponse::Ok()
+                    .insert_header(("Cache-Control", "no-store"))
+                    .content_type("application/json")
+                    .body(entry.json.clone().into_bytes()));
+            }
+            Waited::TimedOut => return Err(ApiError::PollTimeout(hold)),
+            Waited::ShuttingDown => return Err(ApiError::ShuttingDown),
+        }
+    }
+}
+
+/// `{"message": "...", "id": <ignored>}` -> `201` with the stored message.
+pub(super) async fn new_messages(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Json<PublishBody>,
+) -> Result<HttpResponse, ApiError> {
+    publish_to(&state, &request, GENERAL.clone(), body.into_inner()).await
+}
