@@ -174,7 +174,7 @@ Environment variables (an empty value counts as unset):
   ALLOWED_ORIGINS           `*` or comma-separated origins for CORS and WebSocket [default: *]
   CLIENT_QUEUE_LEN          messages a streaming client may lag before it is slow [default: 256]
   SLOW_CLIENT_TIMEOUT_SECS  how long a slow client that takes nothing is kept [default: 10]
-  SHUTDOWN_TIMEOUT_SECS     grace for in-flight requests on SIGTERM [default: 5]
+  SHUTDOWN_TIMEOUT_SECS     grace for in-flight requests on SIGTERM [default: 3]
   PUBLISH_RATE_PER_SEC      HTTP publishes per second per client address; 0 = off [default: 0]
   PUBLISH_BURST             HTTP publishes allowed at once [default: 2 x rate]
   TRUST_X_REAL_IP           rate-limit by the gateway's X-Real-IP header [default: false]
@@ -270,7 +270,7 @@ impl Config {
             allowed_origins,
             client_queue_len: env.number("CLIENT_QUEUE_LEN", 256, 1..=1_000_000)?,
             slow_client_timeout: env.seconds("SLOW_CLIENT_TIMEOUT_SECS", 10, 1..=3600)?,
-            shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT_SECS", 5, 1..=600)?,
+            shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT_SECS", 3, 1..=600)?,
             publish_rate_per_sec,
             publish_burst: env.number(
                 "PUBLISH_BURST",

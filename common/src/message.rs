@@ -179,13 +179,41 @@ pub struct Draft {
 
 /// The body of `POST /rooms/{room}/messages` (and of the seed's
 /// `POST /new-messages`, whose extra `id` field is ignored like any unknown
-/// field).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// field). Must be a JSON object: serde would otherwise also take an array
+/// of the fields in order, which no client means.
+#[derive(Debug, Clone, Default)]
 pub struct PublishBody {
-    #[serde(default)]
     pub author: Option<String>,
-    #[serde(default)]
     pub message: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for PublishBody {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Fields {
+            #[serde(default)]
+            author: Option<String>,
+            #[serde(default)]
+            message: Option<String>,
+        }
+
+        struct ObjectOnly;
+
+        impl<'de> serde::de::Visitor<'de> for ObjectOnly {
+            type Value = Fields;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Fields, A::Error> {
+                Fields::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        let Fields { author, message } = deserializer.deserialize_map(ObjectOnly)?;
+        Ok(PublishBody { author, message })
+    }
 }
 
 impl PublishBody {
@@ -323,6 +351,13 @@ mod tests {
             .expect("valid draft");
         assert_eq!(draft.author.as_str(), "anonymous");
         assert_eq!(draft.text.as_str(), "hi");
+    }
+
+    #[test]
+    fn publish_body_must_be_an_object() {
+        assert!(serde_json::from_str::<PublishBody>(r#"["alice", "hi"]"#).is_err());
+        assert!(serde_json::from_str::<PublishBody>(r#""hi""#).is_err());
+        assert!(serde_json::from_str::<PublishBody>("{}").is_ok());
     }
 
     #[test]

@@ -1,1 +1,45 @@
-//! placeholder
+//! Test harness for the chat services: a real Redis per test, services
+//! started in-process on free ports (or as real processes, see
+//! [`process`]), and clients that behave like real ones.
+//!
+//! Nothing here skips a test: without `redis-server` on the machine the
+//! tests that need it fail, saying what to install.
+
+pub mod app;
+pub mod longpoll;
+pub mod redis;
+pub mod wait;
+
+pub use app::{AppBuilder, TestApp};
+pub use redis::RedisServer;
+pub use wait::eventually;
+
+/// Which broker a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Redis,
+    /// The in-process broker (`REDIS_URL` unset).
+    Memory,
+}
+
+/// Runs a test body once per backend: `broker_tests!(name1, name2)` turns
+/// `async fn name1(backend: Backend)` into the tests `name1::redis` and
+/// `name1::memory`.
+#[macro_export]
+macro_rules! broker_tests {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    super::$name($crate::Backend::Redis).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    super::$name($crate::Backend::Memory).await;
+                }
+            }
+        )+
+    };
+}

@@ -1,0 +1,49 @@
+# Shared helpers for the scripts in this folder. Source it; do not run it.
+
+# ensure_command COMMAND DEBIAN_PACKAGE: installs the package from Debian if
+# COMMAND is missing (as root, or with sudo), or stops with instructions.
+ensure_command() {
+  local command=$1 package=$2
+  if command -v "$command" >/dev/null 2>&1 || [ -x "/usr/sbin/$command" ]; then
+    return 0
+  fi
+  echo "==> $command not found: installing Debian package $package" >&2
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo="sudo"
+    else
+      echo "error: $command is missing and this is not root; install $package" >&2
+      return 1
+    fi
+  fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null
+  if ! command -v "$command" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$command" ]; then
+    echo "error: installing $package did not provide $command" >&2
+    return 1
+  fi
+}
+
+# free_port: prints a TCP port nothing listens on right now.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_for_http URL SECONDS: waits until URL answers 200.
+wait_for_http() {
+  local url=$1 seconds=${2:-30} i
+  for ((i = 0; i < seconds * 10; i++)); do
+    if curl -fsS -o /dev/null "$url" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "error: $url did not answer within ${seconds}s" >&2
+  return 1
+}
+
+# raise_fd_limit: lets one process hold thousands of connections.
+raise_fd_limit() {
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs the whole system on this machine: Redis and every service, built in
+# release mode. On a fresh Debian machine with Rust it installs what is
+# missing (redis-server) first. Ctrl-C stops everything it started.
+#
+# Environment (all optional):
+#   REDIS_URL   use this Redis instead of starting one
+#   REDIS_PORT  port of the Redis this script starts [6379]
+#   plus any service variable (README, "Configuration"), e.g. RUST_LOG=debug
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+SERVICES=(longpoll-svc)
+declare -A PORTS=([longpoll-svc]=8081)
+
+ensure_command redis-server redis-server
+ensure_command curl curl
+raise_fd_limit
+
+echo "==> building (release)"
+cargo build --release --locked $(printf -- '--bin %s ' "${SERVICES[@]}")
+
+state_dir=.run
+mkdir -p "$state_dir"
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  echo
+  echo "==> stopping"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap stop_all INT TERM EXIT
+
+if [ -z "${REDIS_URL:-}" ]; then
+  redis_port=${REDIS_PORT:-6379}
+  if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+    echo "==> using the Redis already on port $redis_port"
+  else
+    echo "==> starting Redis on port $redis_port"
+    redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$state_dir" \
+      --save "" --appendonly yes --daemonize no >"$state_dir/redis.log" 2>&1 &
+    pids+=($!)
+  fi
+  export REDIS_URL="redis://127.0.0.1:$redis_port/"
+fi
+
+for service in "${SERVICES[@]}"; do
+  port=${PORTS[$service]}
+  echo "==> starting $service on port $port"
+  PORT=$port target/release/"$service" &
+  pids+=($!)
+done
+for service in "${SERVICES[@]}"; do
+  wait_for_http "http://127.0.0.1:${PORTS[$service]}/readyz" 30
+done
+
+cat <<MSG
+
+The chat is running:
+  long polling   http://localhost:8081/rooms/general/poll
+  publish        curl -X POST localhost:8081/rooms/general/messages \\
+                   -H 'content-type: application/json' -d '{"author":"me","message":"hi"}'
+Ctrl-C stops it.
+MSG
+wait -n "${pids[@]}" || true
+echo "a process exited; stopping the rest" >&2

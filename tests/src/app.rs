@@ -1,0 +1,189 @@
+//! A service started in this test process, on a free port, with its real
+//! dependencies: the same `Application::build` as the binaries.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix_web::web::Data;
+use common::config::Env;
+use common::http::AppState;
+use common::{Application, Config, Message, Service};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Backend, RedisServer, eventually};
+
+/// Configures a service for a test. Defaults: loopback, a free port, short
+/// timeouts; everything else as in production.
+#[derive(Debug, Clone)]
+pub struct AppBuilder {
+    service: Service,
+    vars: HashMap<String, String>,
+}
+
+impl AppBuilder {
+    pub fn new(service: Service) -> Self {
+        let vars = [
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("SHUTDOWN_TIMEOUT_SECS", "2"),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+        AppBuilder { service, vars }
+    }
+
+    pub fn var(mut self, name: &str, value: impl ToString) -> Self {
+        self.vars.insert(name.to_owned(), value.to_string());
+        self
+    }
+
+    pub fn redis(self, redis: &RedisServer) -> Self {
+        self.var("REDIS_URL", redis.url())
+    }
+
+    /// Uses `redis` for [`Backend::Redis`]; the in-process broker otherwise.
+    pub fn backend(self, backend: Backend, redis: Option<&RedisServer>) -> Self {
+        match (backend, redis) {
+            (Backend::Redis, Some(redis)) => self.redis(redis),
+            (Backend::Redis, None) => panic!("Backend::Redis needs a RedisServer"),
+            (Backend::Memory, _) => self,
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        let vars = self.vars.clone();
+        Config::from(&Env::from_fn(move |name| vars.get(name).cloned()), 0)
+            .expect("test config is valid")
+    }
+
+    /// Starts the service and waits until it is ready.
+    pub async fn spawn(self) -> TestApp {
+        let app = Application::build(self.config(), self.service)
+            .await
+            .expect("service starts");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = app.shutdown_token();
+        let state = app.state();
+        let server = tokio::spawn(app.run_until_stopped());
+        let test_app = TestApp {
+            base,
+            client: client(),
+            shutdown,
+            state,
+            server: Some(server),
+        };
+        test_app.wait_ready().await;
+        test_app
+    }
+}
+
+/// A running service.
+#[derive(Debug)]
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    state: Data<AppState>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// An HTTP client without connection pooling surprises: no idle timeout
+/// games, generous request timeout (long polls are held).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("HTTP client builds")
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn wait_ready(&self) {
+        eventually(
+            Duration::from_secs(10),
+            "the service to be ready",
+            || async {
+                let response = self.client.get(self.url("/readyz")).send().await.ok()?;
+                response.status().is_success().then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Publishes and returns the stored message; panics unless `201`.
+    pub async fn publish(&self, room: &str, author: &str, text: &str) -> Message {
+        let response = self
+            .post_message(room, &json!({"author": author, "message": text}))
+            .await;
+        assert_eq!(response.status(), 201, "publish in {room} failed");
+        response.json().await.expect("a Message")
+    }
+
+    pub async fn post_message(&self, room: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/rooms/{room}/messages")))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `GET /rooms/{room}/history` with an optional query.
+    pub async fn history(&self, room: &str, query: &str) -> Vec<Message> {
+        let response = self
+            .client
+            .get(self.url(&format!("/rooms/{room}/history?{query}")))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.expect("JSON");
+        serde_json::from_value(body["messages"].clone()).expect("messages")
+    }
+
+    /// The value of one series in `/metrics`, e.g. `chat_connected_clients`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .find(|line| line.split(['{', ' ']).next() == Some(name))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+
+    /// Shuts the service down as SIGTERM would, and waits for it to stop.
+    pub async fn shut_down(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            let stopped = tokio::time::timeout(Duration::from_secs(10), server).await;
+            assert!(stopped.is_ok(), "service did not stop within 10 s");
+        }
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
