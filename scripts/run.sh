@@ -28,8 +28,13 @@ stop_all() {
   trap - INT TERM EXIT
   echo
   echo "==> stopping"
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # Newest first: the services go before the Redis they use.
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
+  exit 0
 }
 trap stop_all INT TERM EXIT
 
@@ -65,4 +70,4 @@ The chat is running:
 Ctrl-C stops it.
 MSG
 wait -n "${pids[@]}" || true
-echo "a process exited; stopping the rest" >&2
+echo "a process exited on its own; stopping the rest" >&2
