@@ -785,15 +785,21 @@ async fn redis_outage_gives_503s_keeps_pollers_and_recovers_without_a_restart() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_pub_sub_never_delivered_is_filled_from_history() {
     let redis = RedisServer::start().await;
-    let app = AppBuilder::new(longpoll_svc::service()).redis(&redis).spawn().await;
+    let app = AppBuilder::new(longpoll_svc::service())
+        .redis(&redis)
+        .spawn()
+        .await;
     let first = app.publish("lobby", "alice", "one").await;
     let poller = LongPoller::new(&app.base, "lobby");
     let _ = poller.collect(0, 1, Duration::from_secs(5)).await;
 
     // Id 2 goes into history without being published, as if pub/sub had
     // dropped it; then id 3 arrives normally.
-    let lost = r#"{"id":2,"room":"lobby","author":"bob","message":"lost on the wire","ts":1,"via":"sse"}"#;
-    redis.command(&["XADD", "chat:{lobby}:history", "2-0", "m", lost]).await;
+    let lost =
+        r#"{"id":2,"room":"lobby","author":"bob","message":"lost on the wire","ts":1,"via":"sse"}"#;
+    redis
+        .command(&["XADD", "chat:{lobby}:history", "2-0", "m", lost])
+        .await;
     redis.command(&["SET", "chat:{lobby}:seq", "2"]).await;
     let third = app.publish("lobby", "carol", "three").await;
     assert_eq!(third.id, 3);

@@ -1,0 +1,69 @@
+//! The `text/event-stream` framing (WHATWG HTML, "Server-sent events").
+//!
+//! A field per line, a blank line ends an event, a line starting with `:` is
+//! a comment. Message JSON never contains a raw newline (serde escapes it),
+//! so every event's data is one `data:` line.
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use common::Message;
+use common::hub::Gap;
+
+/// First bytes of every stream: browsers wait this long before reconnecting.
+pub const RETRY: Bytes = Bytes::from_static(b"retry: 3000\n\n");
+
+/// Sent when the stream was quiet for `HEARTBEAT_SECS`, so proxies and
+/// clients see the connection is alive and a vanished client is noticed.
+pub const KEEPALIVE: Bytes = Bytes::from_static(b": keepalive\n\n");
+
+/// `id:` / `event: message` / `data:` for one message; built once per
+/// message when it enters the hub.
+pub fn message(message: &Message, json: &ByteString) -> ByteString {
+    format!("id: {}\nevent: message\ndata: {json}\n\n", message.id).into()
+}
+
+/// `event: gap`. Its `id:` moves the browser's `Last-Event-ID` to just
+/// before `resume_from`, so a reconnect right after it does not announce the
+/// same gap again.
+pub fn gap(gap: Gap) -> Bytes {
+    let data = serde_json::to_string(&gap).unwrap_or_default();
+    format!("id: {}\nevent: gap\ndata: {data}\n\n", gap.resume_from - 1).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use common::{RoomName, Via};
+
+    use super::*;
+
+    #[test]
+    fn a_message_is_one_event_with_its_id_and_one_data_line() {
+        let message = Message {
+            id: 7,
+            room: RoomName::parse("general").expect("valid room"),
+            author: "alice".into(),
+            message: "two\nlines".into(),
+            ts: 1,
+            via: Via::Sse,
+        };
+        let json = ByteString::from(serde_json::to_string(&message).expect("serializable"));
+        let frame = super::message(&message, &json);
+        assert_eq!(
+            &*frame,
+            "id: 7\nevent: message\ndata: {\"id\":7,\"room\":\"general\",\"author\":\"alice\",\
+             \"message\":\"two\\nlines\",\"ts\":1,\"via\":\"sse\"}\n\n"
+        );
+    }
+
+    #[test]
+    fn a_gap_says_where_delivery_resumes() {
+        let frame = gap(Gap {
+            after: 3,
+            resume_from: 40,
+        });
+        assert_eq!(
+            &frame[..],
+            b"id: 39\nevent: gap\ndata: {\"after\":3,\"resume_from\":40}\n\n"
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! sse-svc: see the crate docs in `lib.rs` and the README.
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    common::server::main(sse_svc::service()).await
+}
