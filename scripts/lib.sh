@@ -1,28 +1,37 @@
 # Shared helpers for the scripts in this folder. Source it; do not run it.
 
-# ensure_command COMMAND DEBIAN_PACKAGE: installs the package from Debian if
-# COMMAND is missing (as root, or with sudo), or stops with instructions.
-ensure_command() {
-  local command=$1 package=$2
-  if command -v "$command" >/dev/null 2>&1 || [ -x "/usr/sbin/$command" ]; then
-    return 0
-  fi
-  echo "==> $command not found: installing Debian package $package" >&2
+# ensure_commands COMMAND:DEBIAN_PACKAGE...: installs from Debian, in one
+# apt-get run, the packages whose command is missing (as root, or with
+# sudo), or stops with instructions.
+ensure_commands() {
+  local pair command package missing=()
+  for pair in "$@"; do
+    command=${pair%%:*} package=${pair#*:}
+    if ! command -v "$command" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$command" ]; then
+      missing+=("$package")
+    fi
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "==> installing from Debian: ${missing[*]}" >&2
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then
       sudo="sudo"
     else
-      echo "error: $command is missing and this is not root; install $package" >&2
+      echo "error: not root and no sudo; install these Debian packages: ${missing[*]}" >&2
       return 1
     fi
   fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null
-  if ! command -v "$command" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$command" ]; then
-    echo "error: installing $package did not provide $command" >&2
-    return 1
-  fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+  for pair in "$@"; do
+    command=${pair%%:*}
+    if ! command -v "$command" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$command" ]; then
+      echo "error: installing ${pair#*:} did not provide $command" >&2
+      return 1
+    fi
+  done
 }
 
 # free_port: prints a TCP port nothing listens on right now.

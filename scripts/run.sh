@@ -11,11 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-SERVICES=(longpoll-svc)
-declare -A PORTS=([longpoll-svc]=8081)
+SERVICES=(longpoll-svc sse-svc)
+declare -A PORTS=([longpoll-svc]=8081 [sse-svc]=8082)
 
-ensure_command redis-server redis-server
-ensure_command curl curl
+ensure_commands redis-server:redis-server curl:curl
 raise_fd_limit
 
 echo "==> building (release)"
@@ -65,6 +64,7 @@ cat <<MSG
 
 The chat is running:
   long polling   http://localhost:8081/rooms/general/poll
+  SSE            curl -N http://localhost:8082/rooms/general/events
   publish        curl -X POST localhost:8081/rooms/general/messages \\
                    -H 'content-type: application/json' -d '{"author":"me","message":"hi"}'
 Ctrl-C stops it.

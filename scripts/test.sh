@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. On a fresh Debian machine with Rust it
-# first installs what the tests need (redis-server); each test then starts
-# its own Redis on a free port and stops it at the end.
+# first installs what the tests need from Debian (redis-server; chromium and
+# chromium-driver for the browser tests); each test then starts its own
+# Redis (and browser) and stops it at the end.
 #
 #   scripts/test.sh            all tests
 #   scripts/test.sh -E 'test(sse)'   extra arguments go to cargo nextest
@@ -9,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-ensure_command redis-server redis-server
-ensure_command curl curl
+ensure_commands redis-server:redis-server chromium:chromium \
+  chromedriver:chromium-driver curl:curl
 raise_fd_limit
 
 echo "==> building"

@@ -308,6 +308,7 @@ pub async fn main(service: Service) -> ExitCode {
         Err(err) => err.exit(),
     };
     init_logging();
+    raise_open_files_limit();
     let config = match Config::from_env(service.default_port) {
         Ok(config) => config,
         Err(err) => {
@@ -335,6 +336,16 @@ pub async fn main(service: Service) -> ExitCode {
             log::error!("server failed: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Every client holds a socket (a streaming one, two descriptors: see
+/// `Disconnector`), and the usual soft limit of 1024 open files would cap an
+/// instance at a few hundred clients. Raise it to the hard limit.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => log::debug!("open files limit: {limit}"),
+        Err(err) => log::warn!("cannot raise the open files limit: {err}"),
     }
 }
 

@@ -52,6 +52,18 @@ impl AppBuilder {
         }
     }
 
+    /// Starts the service on `backend`, with a Redis of its own for
+    /// [`Backend::Redis`], which the caller must keep alive as long as the
+    /// service.
+    pub async fn spawn_on(self, backend: Backend) -> (Option<RedisServer>, TestApp) {
+        let redis = match backend {
+            Backend::Redis => Some(RedisServer::start().await),
+            Backend::Memory => None,
+        };
+        let app = self.backend(backend, redis.as_ref()).spawn().await;
+        (redis, app)
+    }
+
     pub fn config(&self) -> Config {
         let vars = self.vars.clone();
         Config::from(&Env::from_fn(move |name| vars.get(name).cloned()), 0)
@@ -89,11 +101,20 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-/// An HTTP client without connection pooling surprises: no idle timeout
-/// games, generous request timeout (long polls are held).
+/// An HTTP client for requests that end: a generous overall timeout, since
+/// long polls are held.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
+        .build()
+        .expect("HTTP client builds")
+}
+
+/// An HTTP client for streams that last as long as the test: no overall
+/// timeout (tests bound each read instead).
+pub fn stream_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
         .build()
         .expect("HTTP client builds")
 }
@@ -152,20 +173,25 @@ impl TestApp {
 
     /// The value of one series in `/metrics`, e.g. `chat_connected_clients`.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("sent")
-            .text()
-            .await
-            .expect("text");
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .find(|line| line.split(['{', ' ']).next() == Some(name))
-            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+        metric(&self.client, &self.base, name).await
+    }
+
+    /// Publishes once the service accepts publishes again (e.g. after Redis
+    /// came back), retrying for up to 10 s.
+    pub async fn publish_when_possible(&self, room: &str, text: &str) -> Message {
+        eventually(
+            Duration::from_secs(10),
+            "publishing to work again",
+            || async {
+                let response = self.post_message(room, &json!({"message": text})).await;
+                if response.status() == 201 {
+                    response.json::<Message>().await.ok()
+                } else {
+                    None
+                }
+            },
+        )
+        .await
     }
 
     /// Shuts the service down as SIGTERM would, and waits for it to stop.
@@ -180,6 +206,23 @@ impl TestApp {
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
+}
+
+/// The value of one series in `{base}/metrics`; panics if it is absent.
+pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| line.split(['{', ' ']).next() == Some(name))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }
 
 impl Drop for TestApp {

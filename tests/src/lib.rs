@@ -6,13 +6,27 @@
 //! tests that need it fail, saying what to install.
 
 pub mod app;
+pub mod browser;
 pub mod longpoll;
+pub mod process;
 pub mod redis;
+pub mod sse;
 pub mod wait;
 
 pub use app::{AppBuilder, TestApp};
 pub use redis::RedisServer;
 pub use wait::eventually;
+
+/// The ids of `messages`, in their order.
+pub fn ids(messages: &[common::Message]) -> Vec<u64> {
+    messages.iter().map(|message| message.id).collect()
+}
+
+/// Lets this test process hold thousands of sockets (the soft limit is
+/// often 1024).
+pub fn raise_fd_limit() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+}
 
 /// Which broker a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -44,10 +44,7 @@ impl RedisServer {
 
     /// Kills the server at once (SIGKILL): connections drop, data is lost.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        crate::process::kill_now(&mut self.child);
     }
 
     /// Starts the server again on the same port, empty.

@@ -4,26 +4,19 @@
 use std::time::{Duration, Instant};
 
 use chat_tests::longpoll::{LongPoller, Poll};
-use chat_tests::{AppBuilder, Backend, RedisServer, TestApp, broker_tests, eventually};
+use chat_tests::{AppBuilder, Backend, RedisServer, TestApp, broker_tests, eventually, ids};
 use common::Message;
 use serde_json::{Value, json};
 
 /// A longpoll-svc on `backend`; the Redis server (if any) must outlive it.
+/// A longpoll-svc on `backend` (the Redis, if any, must outlive it).
 async fn start(
     backend: Backend,
     configure: impl FnOnce(AppBuilder) -> AppBuilder,
 ) -> (Option<RedisServer>, TestApp) {
-    let redis = match backend {
-        Backend::Redis => Some(RedisServer::start().await),
-        Backend::Memory => None,
-    };
-    let builder = AppBuilder::new(longpoll_svc::service()).backend(backend, redis.as_ref());
-    let app = configure(builder).spawn().await;
-    (redis, app)
-}
-
-fn ids(messages: &[Message]) -> Vec<u64> {
-    messages.iter().map(|message| message.id).collect()
+    configure(AppBuilder::new(longpoll_svc::service()))
+        .spawn_on(backend)
+        .await
 }
 
 broker_tests!(
@@ -754,21 +747,7 @@ async fn redis_outage_gives_503s_keeps_pollers_and_recovers_without_a_restart() 
     redis.restart().await;
 
     app.wait_ready().await;
-    let after = eventually(
-        Duration::from_secs(10),
-        "publishing to work again",
-        || async {
-            let response = app
-                .post_message("lobby", &json!({"message": "after"}))
-                .await;
-            if response.status() == 201 {
-                response.json::<Message>().await.ok()
-            } else {
-                None
-            }
-        },
-    )
-    .await;
+    let after = app.publish_when_possible("lobby", "after").await;
     assert_eq!(
         after.id,
         first.id + 1,

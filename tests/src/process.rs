@@ -1,0 +1,180 @@
+//! Services as real processes: the binaries `cargo build` made, started
+//! with their environment, stopped by PID (SIGTERM or SIGKILL), never by name.
+//!
+//! The binaries must be built first (`cargo build --workspace`, which
+//! `scripts/test.sh` does); a missing one fails the test saying so.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::redis::free_port;
+use crate::{RedisServer, eventually};
+
+/// A running service process. Killed (SIGKILL) when dropped, so a failing
+/// test leaves no orphan behind.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    pub name: String,
+    pub port: u16,
+    pub base: String,
+    child: Option<Child>,
+    vars: HashMap<String, String>,
+}
+
+/// The directory holding the workspace's binaries: next to the test binary
+/// (`target/<profile>/deps/..`).
+fn binary_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps directory");
+    deps.parent().expect("profile directory").to_path_buf()
+}
+
+impl ServiceProcess {
+    /// Starts `binary` (e.g. `"sse-svc"`) on a free port with `vars` and
+    /// waits until `/readyz` answers `200`.
+    pub async fn start(binary: &str, redis: Option<&RedisServer>, vars: &[(&str, String)]) -> Self {
+        let mut env: HashMap<String, String> = vars
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.clone()))
+            .collect();
+        env.entry("HOST".into())
+            .or_insert_with(|| "127.0.0.1".into());
+        env.entry("RUST_LOG".into())
+            .or_insert_with(|| "warn".into());
+        if let Some(redis) = redis {
+            env.entry("REDIS_URL".into()).or_insert_with(|| redis.url());
+        }
+        let mut process = ServiceProcess {
+            name: binary.to_owned(),
+            port: 0,
+            base: String::new(),
+            child: None,
+            vars: env,
+        };
+        process.launch().await;
+        process
+    }
+
+    /// The process id, for signals and `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .expect("the process is running")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn launch(&mut self) {
+        let path = binary_dir().join(&self.name);
+        assert!(
+            path.exists(),
+            "{} is not built: run `cargo build --workspace` (scripts/test.sh does) first",
+            path.display()
+        );
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new(&path)
+                .envs(&self.vars)
+                .env("PORT", port.to_string())
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|err| panic!("cannot start {}: {err}", path.display()));
+            self.child = Some(child);
+            self.port = port;
+            self.base = format!("http://127.0.0.1:{port}");
+            if self.wait_ready(Duration::from_secs(10)).await {
+                return;
+            }
+            self.kill();
+        }
+        panic!("{} did not become ready on any of 5 ports", self.name);
+    }
+
+    async fn wait_ready(&mut self, within: Duration) -> bool {
+        let client = crate::app::client();
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                return false;
+            }
+            if let Ok(response) = client.get(self.url("/readyz")).send().await {
+                if response.status() == 200 {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// The value of one series in its `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        crate::app::metric(&crate::app::client(), &self.base, name).await
+    }
+
+    /// Resident memory in bytes, from `/proc/<pid>/status`.
+    pub fn resident_bytes(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in proc status");
+        kib * 1024
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns how long it took.
+    /// Panics if the process is still running after `within`.
+    pub async fn terminate(&mut self, within: Duration) -> Duration {
+        let started = std::time::Instant::now();
+        let pid = self.pid();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        let mut child = self.child.take().expect("running");
+        let exited = eventually(
+            within,
+            &format!("{} to exit after SIGTERM", self.name),
+            || {
+                let exited = child.try_wait().ok().flatten();
+                async move { exited }
+            },
+        )
+        .await;
+        assert!(exited.success(), "{} exited with {exited}", self.name);
+        started.elapsed()
+    }
+
+    /// SIGKILL: the process dies at once, without saying goodbye.
+    pub fn kill(&mut self) {
+        kill_now(&mut self.child);
+    }
+
+    /// Starts the same binary again, on a new port, with the same settings.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+}
+
+/// SIGKILLs a child process, if there is one, and reaps it.
+pub(crate) fn kill_now(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
