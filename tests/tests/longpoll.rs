@@ -643,7 +643,15 @@ async fn shutdown_answers_held_polls_at_once(backend: Backend) {
             .get(poller.url(Some(0), Duration::from_secs(30)))
             .send()
             .await;
-        response.expect("answered").status().as_u16()
+        let response = response.expect("answered");
+        let status = response.status().as_u16();
+        if status != 204 {
+            eprintln!(
+                "poll answered {status}: {}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+        status
     });
     eventually(Duration::from_secs(5), "the poll to be held", || async {
         (app.metric("chat_connected_clients").await == 1.0).then_some(())

@@ -36,13 +36,19 @@ pub enum BrokerError {
     Rejected(#[source] ::redis::RedisError),
     #[error("broker holds data this service cannot read: {0}")]
     Corrupt(String),
+    /// The runtime that runs broker commands is shutting down.
+    #[error("broker stopped: the service is shutting down")]
+    Stopped,
 }
 
 impl BrokerError {
     /// Whether a client may simply retry later (as opposed to a bug or bad
     /// data, which retrying will not fix).
     pub fn is_transient(&self) -> bool {
-        matches!(self, BrokerError::Unavailable(_) | BrokerError::Timeout(_))
+        matches!(
+            self,
+            BrokerError::Unavailable(_) | BrokerError::Timeout(_) | BrokerError::Stopped
+        )
     }
 }
 

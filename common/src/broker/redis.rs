@@ -13,6 +13,12 @@
 //! connection owned by the subscription task, which reconnects with backoff,
 //! pings to notice a silent Redis, and tells the hub to re-sync after every
 //! reconnect because pub/sub does not replay what it missed.
+//!
+//! Every command runs as a task on the runtime that built the broker (the
+//! service's main runtime), never on the HTTP worker that asked: the
+//! multiplexed connection's driver is spawned wherever the connection is
+//! made, and a driver living on a worker's runtime would die with that
+//! worker (at shutdown, while other workers still answer requests).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +29,7 @@ use futures_util::StreamExt;
 use prometheus::IntCounter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use redis::{Client, Script};
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
 
@@ -80,10 +87,12 @@ impl Keys {
 pub struct RedisBroker {
     client: Client,
     commands: ConnectionManager,
+    /// Where commands run (see the module docs).
+    runtime: Handle,
     keys: Keys,
     history_len: usize,
-    publish_script: Script,
-    sequence_script: Script,
+    publish_script: Arc<Script>,
+    sequence_script: Arc<Script>,
     /// Set while the subscription is connected; readiness needs it, since an
     /// instance that cannot hear messages must not take clients.
     subscribed: Arc<AtomicBool>,
@@ -94,7 +103,9 @@ pub struct RedisBroker {
 impl RedisBroker {
     /// Creates the broker without connecting: the service starts (and
     /// reports not-ready) even while Redis is down, and connects when it can.
+    /// Must be called within the Tokio runtime that is to run its commands.
     pub fn new(settings: RedisSettings, reconnects: IntCounter) -> Result<Self, BrokerError> {
+        let runtime = Handle::try_current().map_err(|_| BrokerError::Stopped)?;
         let client = Client::open(settings.url.as_str()).map_err(BrokerError::Rejected)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -107,33 +118,44 @@ impl RedisBroker {
         Ok(RedisBroker {
             client,
             commands,
+            runtime,
             keys: Keys {
                 prefix: settings.key_prefix,
             },
             history_len: settings.history_len,
-            publish_script: Script::new(&format!("{LAST_ID_LUA}\n{PUBLISH_LUA}")),
-            sequence_script: Script::new(&format!("{LAST_ID_LUA}\n{SEQUENCE_LUA}")),
+            publish_script: Arc::new(Script::new(&format!("{LAST_ID_LUA}\n{PUBLISH_LUA}"))),
+            sequence_script: Arc::new(Script::new(&format!("{LAST_ID_LUA}\n{SEQUENCE_LUA}"))),
             subscribed: Arc::new(AtomicBool::new(false)),
             reconnects,
         })
     }
 
-    /// Runs one command with the broker's deadline, so no caller ever waits
-    /// longer than [`COMMAND_TIMEOUT`] on a Redis that does not answer.
-    async fn timed<T>(
-        &self,
-        command: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, BrokerError> {
-        match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
-            Ok(result) => result.map_err(BrokerError::from),
-            Err(_) => Err(BrokerError::Timeout(COMMAND_TIMEOUT)),
+    /// Runs one command on the broker's runtime with a deadline, so no
+    /// caller ever waits longer than `deadline` on a Redis that does not
+    /// answer.
+    async fn run<T, F>(&self, deadline: Duration, command: F) -> Result<T, BrokerError>
+    where
+        F: Future<Output = redis::RedisResult<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        match self
+            .runtime
+            .spawn(tokio::time::timeout(deadline, command))
+            .await
+        {
+            Ok(Ok(result)) => result.map_err(BrokerError::from),
+            Ok(Err(_)) => Err(BrokerError::Timeout(deadline)),
+            Err(_) => Err(BrokerError::Stopped),
         }
     }
 
     async fn range(&self, command: redis::Cmd) -> Result<Vec<Message>, BrokerError> {
         let mut conn = self.commands.clone();
-        let entries: Vec<(String, Vec<String>)> =
-            self.timed(command.query_async(&mut conn)).await?;
+        let entries: Vec<(String, Vec<String>)> = self
+            .run(COMMAND_TIMEOUT, async move {
+                command.query_async(&mut conn).await
+            })
+            .await?;
         entries
             .into_iter()
             .map(|(id, fields)| parse_entry(&id, &fields))
@@ -164,18 +186,36 @@ fn json_string(text: &str) -> String {
 impl Broker for RedisBroker {
     async fn publish(&self, draft: &Draft, floor: u64) -> Result<Message, BrokerError> {
         let mut conn = self.commands.clone();
-        let mut invocation = self.publish_script.prepare_invoke();
-        invocation
-            .key(self.keys.sequence(&draft.room))
-            .key(self.keys.history(&draft.room))
-            .arg(self.keys.channel())
-            .arg(floor)
-            .arg(self.history_len)
-            .arg(draft.room.as_str())
-            .arg(json_string(draft.author.as_str()))
-            .arg(json_string(draft.text.as_str()))
-            .arg(draft.via.as_str());
-        let payload: Vec<u8> = self.timed(invocation.invoke_async(&mut conn)).await?;
+        let script = Arc::clone(&self.publish_script);
+        let keys = [
+            self.keys.sequence(&draft.room),
+            self.keys.history(&draft.room),
+        ];
+        let args = (
+            self.keys.channel(),
+            floor,
+            self.history_len,
+            draft.room.to_string(),
+            json_string(draft.author.as_str()),
+            json_string(draft.text.as_str()),
+            draft.via.as_str(),
+        );
+        let payload: Vec<u8> = self
+            .run(COMMAND_TIMEOUT, async move {
+                let (channel, floor, history_len, room, author, text, via) = args;
+                script
+                    .key(&keys)
+                    .arg(channel)
+                    .arg(floor)
+                    .arg(history_len)
+                    .arg(room)
+                    .arg(author)
+                    .arg(text)
+                    .arg(via)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
         parse_payload(&payload)
     }
 
@@ -214,12 +254,13 @@ impl Broker for RedisBroker {
 
     async fn sequence(&self, room: &RoomName, floor: u64) -> Result<Sequence, BrokerError> {
         let mut conn = self.commands.clone();
-        let mut invocation = self.sequence_script.prepare_invoke();
-        invocation
-            .key(self.keys.sequence(room))
-            .key(self.keys.history(room))
-            .arg(floor);
-        let (stored, current): (u64, u64) = self.timed(invocation.invoke_async(&mut conn)).await?;
+        let script = Arc::clone(&self.sequence_script);
+        let keys = [self.keys.sequence(room), self.keys.history(room)];
+        let (stored, current): (u64, u64) = self
+            .run(COMMAND_TIMEOUT, async move {
+                script.key(&keys).arg(floor).invoke_async(&mut conn).await
+            })
+            .await?;
         Ok(Sequence { stored, current })
     }
 
@@ -228,12 +269,8 @@ impl Broker for RedisBroker {
             return false;
         }
         let mut conn = self.commands.clone();
-        let command = redis::cmd("PING");
-        let ping = command.query_async::<String>(&mut conn);
-        matches!(
-            tokio::time::timeout(READY_PING_TIMEOUT, ping).await,
-            Ok(Ok(_))
-        )
+        let ping = async move { redis::cmd("PING").query_async::<String>(&mut conn).await };
+        self.run(READY_PING_TIMEOUT, ping).await.is_ok()
     }
 
     fn subscribe(&self) -> mpsc::Receiver<Feed> {
