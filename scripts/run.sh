@@ -11,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-SERVICES=(longpoll-svc sse-svc)
-declare -A PORTS=([longpoll-svc]=8081 [sse-svc]=8082)
+SERVICES=(longpoll-svc sse-svc ws-svc)
+declare -A PORTS=([longpoll-svc]=8081 [sse-svc]=8082 [ws-svc]=8083)
 
 ensure_commands redis-server:redis-server curl:curl
 raise_fd_limit
@@ -65,6 +65,7 @@ cat <<MSG
 The chat is running:
   long polling   http://localhost:8081/rooms/general/poll
   SSE            curl -N http://localhost:8082/rooms/general/events
+  WebSocket      websocat ws://localhost:8083/rooms/general/ws
   publish        curl -X POST localhost:8081/rooms/general/messages \\
                    -H 'content-type: application/json' -d '{"author":"me","message":"hi"}'
 Ctrl-C stops it.

@@ -178,6 +178,9 @@ Environment variables (an empty value counts as unset):
   PUBLISH_RATE_PER_SEC      HTTP publishes per second per client address; 0 = off [default: 0]
   PUBLISH_BURST             HTTP publishes allowed at once [default: 2 x rate]
   TRUST_X_REAL_IP           rate-limit by the gateway's X-Real-IP header [default: false]
+  WS_MAX_FRAME_BYTES        largest WebSocket message a client may send [default: 65536]
+  WS_PUBLISH_RATE_PER_SEC   WebSocket publishes per second per connection; 0 = off [default: 200]
+  WS_PUBLISH_BURST          WebSocket publishes allowed at once [default: 1000]
   RUST_LOG                  log filter, e.g. info or common=debug [default: info]";
 
 /// Settings every service shares.
@@ -216,6 +219,13 @@ pub struct Config {
     /// Key the rate limit by the `X-Real-IP` header a trusted gateway sets,
     /// instead of the peer address (which is the gateway's).
     pub trust_x_real_ip: bool,
+    /// ws-svc only (the others ignore them): the largest message a
+    /// WebSocket client may send, whole or in fragments (larger: close 1009).
+    pub ws_max_frame_bytes: usize,
+    /// ws-svc only: publishes per second per WebSocket connection; 0 = off.
+    pub ws_publish_rate_per_sec: u32,
+    /// ws-svc only: publishes a WebSocket connection may make at once.
+    pub ws_publish_burst: u32,
 }
 
 impl Config {
@@ -278,6 +288,13 @@ impl Config {
                 1..=1_000_000,
             )?,
             trust_x_real_ip: env.flag("TRUST_X_REAL_IP", false)?,
+            ws_max_frame_bytes: env.number(
+                "WS_MAX_FRAME_BYTES",
+                64 * 1024,
+                1024..=16 * 1024 * 1024,
+            )?,
+            ws_publish_rate_per_sec: env.number("WS_PUBLISH_RATE_PER_SEC", 200, 0..=1_000_000)?,
+            ws_publish_burst: env.number("WS_PUBLISH_BURST", 1000, 1..=1_000_000)?,
         })
     }
 

@@ -25,6 +25,12 @@ pub enum ApiError {
     BadQuery(String),
     #[error("no such route")]
     NotFound,
+    /// A WebSocket upgrade from a page whose origin is not allowed.
+    #[error("origin {0} is not allowed (ALLOWED_ORIGINS)")]
+    ForbiddenOrigin(String),
+    /// A request to a WebSocket route that is not a valid upgrade.
+    #[error("this route needs a WebSocket upgrade: {0}")]
+    UpgradeRequired(String),
     #[error("method not allowed here; allowed: {allow}")]
     MethodNotAllowed { allow: &'static str },
     #[error("request body is larger than {limit} bytes")]
@@ -57,6 +63,8 @@ impl ApiError {
             ApiError::BadJson(_) => "invalid_json",
             ApiError::BadQuery(_) => "invalid_query",
             ApiError::NotFound => "not_found",
+            ApiError::ForbiddenOrigin(_) => "forbidden_origin",
+            ApiError::UpgradeRequired(_) => "upgrade_required",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
@@ -90,9 +98,11 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Invalid(ValidationError::Room) | ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Invalid(_) | ApiError::BadJson(_) | ApiError::BadQuery(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::Invalid(_)
+            | ApiError::BadJson(_)
+            | ApiError::BadQuery(_)
+            | ApiError::UpgradeRequired(_) => StatusCode::BAD_REQUEST,
+            ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

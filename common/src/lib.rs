@@ -10,12 +10,13 @@
 //! - [`http`]: the shared routes (publish, history, health, readiness,
 //!   metrics), extractors, CORS;
 //! - [`error`]: every failure as a status code and a JSON body;
-//! - [`metrics`], [`rate_limit`].
+//! - [`metrics`], [`rate_limit`], [`close`] (why connections end).
 //!
 //! Dependencies point one way: services use `common`, never each other.
 
 pub mod backoff;
 pub mod broker;
+pub mod close;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -208,6 +208,37 @@ impl TestApp {
     }
 }
 
+/// Posts `count` messages of `size` characters to `{base}/rooms/{room}/messages`
+/// from 4 concurrent posters, as fast as they go; panics on any answer but
+/// `201`.
+pub async fn flood(base: &str, room: &str, count: usize, size: usize) {
+    let client = client();
+    let text = "y".repeat(size);
+    let posters = (0..4).map(|poster| {
+        let (client, url, text) = (
+            client.clone(),
+            format!("{base}/rooms/{room}/messages"),
+            text.clone(),
+        );
+        tokio::spawn(async move {
+            for _ in 0..count / 4 {
+                let body = json!({"author": format!("p{poster}"), "message": text});
+                let status = client
+                    .post(&url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("sent")
+                    .status();
+                assert_eq!(status, 201);
+            }
+        })
+    });
+    for poster in posters.collect::<Vec<_>>() {
+        poster.await.expect("poster");
+    }
+}
+
 /// The value of one series in `{base}/metrics`; panics if it is absent.
 pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
     let text = client

@@ -9,9 +9,12 @@ pub mod app;
 pub mod browser;
 pub mod longpoll;
 pub mod process;
+pub mod raw;
 pub mod redis;
+pub mod scenario;
 pub mod sse;
 pub mod wait;
+pub mod ws;
 
 pub use app::{AppBuilder, TestApp};
 pub use redis::RedisServer;

@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::redis::free_port;
@@ -119,14 +121,23 @@ impl ServiceProcess {
 
     /// Resident memory in bytes, from `/proc/<pid>/status`.
     pub fn resident_bytes(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in proc status");
-        kib * 1024
+        resident_bytes_of(self.pid())
+    }
+
+    /// Samples resident memory every 50 ms until the sampler is stopped.
+    pub fn sample_memory(&self) -> MemorySampler {
+        let pid = self.pid();
+        let peak = Arc::new(AtomicU64::new(resident_bytes_of(pid)));
+        let task = tokio::spawn({
+            let peak = Arc::clone(&peak);
+            async move {
+                loop {
+                    peak.fetch_max(resident_bytes_of(pid), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        });
+        MemorySampler { peak, task }
     }
 
     /// Sends SIGTERM and waits for the exit; returns how long it took.
@@ -162,6 +173,34 @@ impl ServiceProcess {
     pub async fn restart(&mut self) {
         self.kill();
         self.launch().await;
+    }
+}
+
+/// Resident memory of a process in bytes (0 once it is gone).
+pub fn resident_bytes_of(pid: u32) -> u64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return 0;
+    };
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    kib * 1024
+}
+
+/// The highest resident memory seen while it ran.
+#[derive(Debug)]
+pub struct MemorySampler {
+    peak: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MemorySampler {
+    /// Stops sampling; the peak in bytes.
+    pub fn peak(self) -> u64 {
+        self.task.abort();
+        self.peak.load(Ordering::Relaxed)
     }
 }
 

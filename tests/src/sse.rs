@@ -152,21 +152,11 @@ impl RawSseClient {
     /// Sends `GET path` on a socket whose receive buffer is `recv_buffer`
     /// bytes, and does not read the answer yet.
     pub fn connect(port: u16, path: &str, recv_buffer: usize) -> Self {
-        use std::io::Write;
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        socket
-            .set_recv_buffer_size(recv_buffer)
-            .expect("receive buffer size");
-        let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-        socket.connect(&address.into()).expect("connect");
-        let mut socket: std::net::TcpStream = socket.into();
-        write!(
-            socket,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
-        )
-        .expect("request sent");
-        RawSseClient { socket }
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n");
+        RawSseClient {
+            socket: crate::raw::slow_socket(port, &request, recv_buffer),
+        }
     }
 
     /// Reads until the response ends, the connection closes, `messages`

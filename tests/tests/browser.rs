@@ -135,3 +135,102 @@ async fn a_browser_event_source_is_told_about_a_gap() {
     );
     browser.quit().await;
 }
+
+/// Opens a WebSocket from the page and records every frame it receives in
+/// `window.wsFrames` and how it closed in `window.wsClosed`.
+const OPEN_WEBSOCKET: &str = r#"
+    window.wsFrames = []; window.wsClosed = null; window.wsOpened = false;
+    const socket = new WebSocket(location.origin.replace('http', 'ws') + arguments[0]);
+    socket.onopen = () => { window.wsOpened = true; };
+    socket.onmessage = (event) => window.wsFrames.push(JSON.parse(event.data));
+    socket.onclose = (event) => { window.wsClosed = { code: event.code, reason: event.reason }; };
+    window.ws = socket;
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_websocket_replays_publishes_and_is_told_to_reconnect_on_shutdown() {
+    let redis = RedisServer::start().await;
+    let mut app = AppBuilder::new(ws_svc::service())
+        .redis(&redis)
+        .spawn()
+        .await;
+    app.publish("web", "alice", "one").await;
+    app.publish("web", "alice", "two").await;
+    let browser = Browser::start().await;
+    browser
+        .driver
+        .goto(app.url("/healthz"))
+        .await
+        .expect("page loads");
+
+    browser
+        .driver
+        .execute(OPEN_WEBSOCKET, vec![json!("/rooms/web/ws?after=0")])
+        .await
+        .expect("opens");
+    browser.wait_for("window.wsOpened", WAIT).await;
+    browser
+        .run(r#"window.ws.send(JSON.stringify({type: 'publish', ref: 'b1', author: 'chromium', message: 'from a browser 🙂'}));"#)
+        .await;
+    let frames = browser
+        .wait_for("window.wsFrames.length >= 4 && window.wsFrames", WAIT)
+        .await;
+    let frames = frames.as_array().expect("frames");
+    let messages: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["type"] == "message")
+        .map(|f| &f["data"])
+        .collect();
+    let ack = frames.iter().find(|f| f["type"] == "ack").expect("an ack");
+    assert_eq!(
+        messages
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap_or(0))
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(ack["ref"], "b1");
+    assert_eq!(ack["id"], messages[2]["id"]);
+    assert_eq!(messages[2]["message"], "from a browser 🙂");
+    assert_eq!(messages[2]["via"], "ws");
+
+    browser
+        .run(r#"window.ws.send(JSON.stringify({type: 'ping'}));"#)
+        .await;
+    browser
+        .wait_for("window.wsFrames.some((f) => f.type === 'pong')", WAIT)
+        .await;
+
+    app.shut_down().await;
+    let closed = browser.wait_for("window.wsClosed", WAIT).await;
+    assert_eq!(closed["code"], 1012, "{closed}");
+    browser.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_on_a_foreign_origin_cannot_open_a_websocket() {
+    let redis = RedisServer::start().await;
+    let app = AppBuilder::new(ws_svc::service())
+        .redis(&redis)
+        .var("ALLOWED_ORIGINS", "https://chat.example")
+        .spawn()
+        .await;
+    let browser = Browser::start().await;
+    // The page's origin (http://127.0.0.1:<port>) is not in the list.
+    browser
+        .driver
+        .goto(app.url("/healthz"))
+        .await
+        .expect("page loads");
+
+    browser
+        .driver
+        .execute(OPEN_WEBSOCKET, vec![json!("/rooms/web/ws")])
+        .await
+        .expect("runs");
+
+    let closed = browser.wait_for("window.wsClosed", WAIT).await;
+    assert_eq!(closed["code"], 1006, "the upgrade was refused: {closed}");
+    assert_eq!(browser.run("return window.wsOpened;").await, false);
+    browser.quit().await;
+}

@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chat_tests::process::ServiceProcess;
+use chat_tests::scenario::FLOOD_MESSAGES;
 use chat_tests::sse::{RawSseClient, Resume, SseEvent, SseStream};
 use chat_tests::{
     AppBuilder, Backend, RedisServer, TestApp, broker_tests, eventually, ids, raise_fd_limit,
 };
 use common::Message;
 use futures_util::StreamExt;
-use serde_json::json;
 
 /// A sse-svc on `backend` (the Redis, if any, must outlive it).
 async fn start(
@@ -463,7 +463,6 @@ async fn a_thousand_streams_each_get_a_burst_of_100_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_ended_without_slowing_others_or_growing_memory() {
-    const MESSAGES: usize = 10_000;
     let redis = RedisServer::start().await;
     let service = ServiceProcess::start(
         "sse-svc",
@@ -471,111 +470,15 @@ async fn a_client_that_never_reads_is_ended_without_slowing_others_or_growing_me
         &[("SLOW_CLIENT_TIMEOUT_SECS", "2".into())],
     )
     .await;
-    // Asks for a stream, then never reads, with a small receive buffer so
-    // the server's writes back up quickly.
-    let slow = RawSseClient::connect(service.port, "/rooms/flood/events", 4096);
+    let request = "GET /rooms/flood/events HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let slow = chat_tests::raw::slow_socket(service.port, request, 4096);
     let mut fast = SseStream::connect(&service.base, "flood", Resume::Live).await;
-    let fast_reader =
-        tokio::spawn(async move { fast.messages(MESSAGES, Duration::from_secs(120)).await });
-    let client = chat_tests::app::client();
-    eventually(SECS, "both clients connected", || async {
-        (service.metric("chat_connected_clients").await == 2.0).then_some(())
-    })
-    .await;
-    let baseline = service.resident_bytes();
-
-    // 10,000 messages of 2 KB: 20 MB that an unbounded queue would keep.
-    let text = "x".repeat(2000);
-    let peak = Arc::new(std::sync::atomic::AtomicU64::new(baseline));
-    let posters = (0..8).map(|poster| {
-        let (client, url, text) = (
-            client.clone(),
-            service.url("/rooms/flood/messages"),
-            text.clone(),
-        );
-        tokio::spawn(async move {
-            for _ in 0..MESSAGES / 8 {
-                let body = json!({"author": format!("p{poster}"), "message": text});
-                let response = client.post(&url).json(&body).send().await.expect("sent");
-                assert_eq!(response.status(), 201);
-            }
-        })
-    });
-    let sampling = {
-        let (peak, pid) = (Arc::clone(&peak), service.pid());
-        tokio::spawn(async move {
-            loop {
-                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                    if let Some(kib) = status.lines().find_map(|l| l.strip_prefix("VmRSS:")) {
-                        let kib: u64 = kib
-                            .trim()
-                            .trim_end_matches("kB")
-                            .trim()
-                            .parse()
-                            .unwrap_or(0);
-                        peak.fetch_max(kib * 1024, Ordering::Relaxed);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
-    let started = Instant::now();
-    for poster in posters.collect::<Vec<_>>() {
-        poster.await.expect("poster");
-    }
-    let posted_in = started.elapsed();
-
-    let received = tokio::time::timeout(Duration::from_secs(30), fast_reader)
-        .await
-        .expect("the fast client keeps up")
-        .expect("reader");
-    sampling.abort();
-    let caught_up_after = started.elapsed() - posted_in;
-    assert_ids_1_to(&received, MESSAGES as u64, "every message, in order");
-    assert!(
-        caught_up_after < Duration::from_secs(5),
-        "the fast client lagged {caught_up_after:?}"
-    );
-
-    // The slow client is cut off: reading now drains what the kernel
-    // buffered, then hits the end, well short of 20 MB.
-    let drained =
-        tokio::task::spawn_blocking(move || slow.read_for(Duration::from_secs(30), usize::MAX))
+    let fast_reads = async move {
+        fast.messages(FLOOD_MESSAGES, Duration::from_secs(120))
             .await
-            .expect("reader");
-    assert!(
-        drained.closed,
-        "the server closed the slow client's connection"
-    );
-    assert!(
-        drained.bytes < 8 * 1024 * 1024,
-        "the slow client got {} bytes",
-        drained.bytes
-    );
-    assert_eq!(
-        service.metric("chat_slow_clients_disconnected_total").await,
-        1.0
-    );
-    eventually(SECS, "both clients gone from the gauge", || async {
-        (service.metric("chat_connected_clients").await == 0.0).then_some(())
-    })
-    .await;
+    };
 
-    let growth = peak.load(Ordering::Relaxed).saturating_sub(baseline);
-    eprintln!(
-        "posted {MESSAGES} in {posted_in:?}; fast client caught up {caught_up_after:?} later; \
-         RSS {} MB -> peak {} MB (+{} MB); slow client drained {} KB",
-        baseline >> 20,
-        peak.load(Ordering::Relaxed) >> 20,
-        growth >> 20,
-        drained.bytes >> 10
-    );
-    assert!(
-        growth < 16 * 1024 * 1024,
-        "memory grew by {} MB",
-        growth >> 20
-    );
+    chat_tests::scenario::a_client_that_never_reads(&service, "flood", slow, fast_reads).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -601,37 +504,6 @@ async fn ids_seen_by_many_resuming_clients_form_one_sequence() {
     assert_eq!(all.len(), 40);
 }
 
-/// Posts `count` messages of `size` characters from 4 concurrent posters.
-async fn flood(base: &str, room: &str, count: usize, size: usize) {
-    let client = chat_tests::app::client();
-    let text = "y".repeat(size);
-    let posters = (0..4).map(|poster| {
-        let (client, url, text) = (
-            client.clone(),
-            format!("{base}/rooms/{room}/messages"),
-            text.clone(),
-        );
-        tokio::spawn(async move {
-            for _ in 0..count / 4 {
-                let body = json!({"author": format!("p{poster}"), "message": text});
-                assert_eq!(
-                    client
-                        .post(&url)
-                        .json(&body)
-                        .send()
-                        .await
-                        .expect("sent")
-                        .status(),
-                    201
-                );
-            }
-        })
-    });
-    for poster in posters.collect::<Vec<_>>() {
-        poster.await.expect("poster");
-    }
-}
-
 /// A client that does not read while 2,000 messages of 4 KB arrive (far
 /// more than the socket buffers and its queue of 16 hold), then reads all it
 /// is given. The service keeps `history_len` messages per room.
@@ -653,7 +525,7 @@ async fn fall_behind(
     let lagging = RawSseClient::connect(service.port, "/rooms/lag/events?after=0", 4096);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    flood(&service.base, "lag", 2000, 4000).await;
+    chat_tests::app::flood(&service.base, "lag", 2000, 4000).await;
 
     let read = tokio::task::spawn_blocking(move || lagging.read_for(Duration::from_secs(20), 2000))
         .await

@@ -1,0 +1,8 @@
+//! ws-svc: see the crate docs in `lib.rs` and the README.
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    common::server::main(ws_svc::service()).await
+}

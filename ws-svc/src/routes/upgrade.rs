@@ -1,0 +1,56 @@
+//! `GET /rooms/{room}/ws?after=`: the WebSocket upgrade.
+//!
+//! Everything that can be refused is checked before upgrading, so a refusal
+//! is a plain HTTP answer with a JSON body: a foreign `Origin` (403), a bad
+//! room (404) or cursor (400), a broker that cannot tell where the room
+//! stands (503).
+
+use std::collections::HashMap;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use common::ApiError;
+use common::config::AllowedOrigins;
+use common::http::{AppState, Disconnector, RoomPath, optional_param};
+use common::hub::Disconnect;
+
+use crate::connection::Connection;
+
+pub(super) async fn upgrade(
+    state: web::Data<AppState>,
+    RoomPath(room): RoomPath,
+    request: HttpRequest,
+    query: web::Query<HashMap<String, String>>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    check_origin(&request, &state.config.allowed_origins)?;
+    let after: Option<u64> =
+        optional_param(query.get("after"), "after", "a message id (0 or more)")?;
+    if state.is_shutting_down() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let on_stall =
+        Disconnector::for_request(&request).map(|cut| Disconnect::new(move || cut.disconnect()));
+    let subscription = state.hub.subscribe(&room, after, on_stall).await?;
+    let (response, session, frames) = actix_ws::handle(&request, body)
+        .map_err(|err| ApiError::UpgradeRequired(err.to_string()))?;
+    let connection = Connection::new(state, room, session, frames, subscription);
+    actix_web::rt::spawn(connection.run());
+    Ok(response)
+}
+
+/// Browsers send cookies with WebSocket upgrades and CORS does not apply to
+/// them, so a page from any site could open a socket in its visitor's name.
+/// Upgrades from an origin outside `ALLOWED_ORIGINS` are refused. A request
+/// without `Origin` is not from a browser and is let through.
+fn check_origin(request: &HttpRequest, allowed: &AllowedOrigins) -> Result<(), ApiError> {
+    let Some(origin) = request.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("<not text>");
+    if allowed.allows(origin) {
+        Ok(())
+    } else {
+        Err(ApiError::ForbiddenOrigin(origin.to_owned()))
+    }
+}
