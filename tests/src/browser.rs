@@ -62,7 +62,7 @@ impl Browser {
         let port = free_port();
         let chromedriver = {
             use std::os::unix::process::CommandExt;
-            Command::new(&chromedriver_path)
+            crate::process::die_with_parent(&mut Command::new(&chromedriver_path))
                 .arg(format!("--port={port}"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -7,12 +7,14 @@
 
 pub mod app;
 pub mod browser;
+pub mod cluster;
 pub mod longpoll;
 pub mod process;
 pub mod raw;
 pub mod redis;
 pub mod scenario;
 pub mod sse;
+pub mod subscriber;
 pub mod wait;
 pub mod ws;
 

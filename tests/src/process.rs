@@ -59,6 +59,11 @@ impl ServiceProcess {
         process
     }
 
+    /// Whether it was started and has not been killed or terminated.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// The process id, for signals and `/proc`.
     pub fn pid(&self) -> u32 {
         self.child
@@ -80,7 +85,7 @@ impl ServiceProcess {
         );
         for _ in 0..5 {
             let port = free_port();
-            let child = Command::new(&path)
+            let child = die_with_parent(&mut Command::new(&path))
                 .envs(&self.vars)
                 .env("PORT", port.to_string())
                 .stdin(Stdio::null())
@@ -140,27 +145,33 @@ impl ServiceProcess {
         MemorySampler { peak, task }
     }
 
-    /// Sends SIGTERM and waits for the exit; returns how long it took.
-    /// Panics if the process is still running after `within`.
-    pub async fn terminate(&mut self, within: Duration) -> Duration {
-        let started = std::time::Instant::now();
-        let pid = self.pid();
+    /// Sends SIGTERM (by PID) without waiting.
+    pub fn signal_terminate(&self) {
+        let pid = self.pid().to_string();
         let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args(["-TERM", &pid])
             .status()
             .expect("kill runs");
         assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits for the process to exit on its own; panics if it is still
+    /// running after `within`, or exits with a failure.
+    pub async fn wait_exit(&mut self, within: Duration) {
         let mut child = self.child.take().expect("running");
-        let exited = eventually(
-            within,
-            &format!("{} to exit after SIGTERM", self.name),
-            || {
-                let exited = child.try_wait().ok().flatten();
-                async move { exited }
-            },
-        )
+        let exited = eventually(within, &format!("{} to exit", self.name), || {
+            let exited = child.try_wait().ok().flatten();
+            async move { exited }
+        })
         .await;
         assert!(exited.success(), "{} exited with {exited}", self.name);
+    }
+
+    /// SIGTERM, then waits for the exit; returns how long it took.
+    pub async fn terminate(&mut self, within: Duration) -> Duration {
+        let started = std::time::Instant::now();
+        self.signal_terminate();
+        self.wait_exit(within).await;
         started.elapsed()
     }
 
@@ -201,6 +212,26 @@ impl MemorySampler {
     pub fn peak(self) -> u64 {
         self.task.abort();
         self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// Makes the kernel SIGKILL the child if this test process dies without
+/// running destructors (e.g. killed by the runner on a timeout), so no
+/// service or Redis outlives its test. The signal follows the spawning
+/// thread: spawn from the test's async code (a runtime worker, alive for the
+/// whole test), not from a short-lived blocking thread.
+pub fn die_with_parent(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec; prctl is
+    // async-signal-safe and changes only the child's own settings.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
     }
 }
 

@@ -55,3 +55,32 @@ pub fn drain(socket: &mut TcpStream, within: std::time::Duration) -> (usize, boo
     }
     (total, false)
 }
+
+/// Sends `bytes` on a fresh connection to 127.0.0.1:`port` and returns the
+/// status code of the answer, or 0 if the server closed the connection
+/// without one. Panics if nothing happens within `within` (a hung server).
+pub async fn exchange(port: u16, bytes: &[u8], within: std::time::Duration) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let talk = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        // The server may answer (and close) before taking everything.
+        let _ = stream.write_all(bytes).await;
+        let mut head = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => head.extend_from_slice(&buffer[..read]),
+            }
+        }
+        let text = String::from_utf8_lossy(&head);
+        text.strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3)?.parse().ok())
+            .unwrap_or(0)
+    };
+    tokio::time::timeout(within, talk)
+        .await
+        .expect("the server answered or closed in time")
+}

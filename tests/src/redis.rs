@@ -78,7 +78,7 @@ impl RedisServer {
     async fn spawn(&mut self) -> bool {
         let binary = std::env::var_os("REDIS_SERVER")
             .map_or_else(|| PathBuf::from("redis-server"), PathBuf::from);
-        let spawned = Command::new(&binary)
+        let spawned = crate::process::die_with_parent(&mut Command::new(&binary))
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--dir", &std::env::temp_dir().to_string_lossy()])

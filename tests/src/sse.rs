@@ -69,7 +69,16 @@ impl SseStream {
         if let Resume::Header(id) = resume {
             request = request.header("last-event-id", id.to_string());
         }
-        let response = request.send().await.expect("event stream request sent");
+        let Ok(response) = request.send().await else {
+            // Refused or reset: status 0, a stream that has ended.
+            let events: Events = Box::pin(futures_util::stream::empty());
+            return SseStream {
+                status: 0,
+                headers: HeaderMap::new(),
+                events,
+                last_event_id: None,
+            };
+        };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let events: Events = Box::pin(response.bytes_stream().eventsource());
@@ -81,21 +90,30 @@ impl SseStream {
         }
     }
 
-    /// The next event, `None` when the server ended the stream. Panics if
-    /// nothing comes `within`.
+    /// The next event: `Ok(None)` when the server ended the stream, `Err`
+    /// when the connection broke.
+    pub async fn next_or_end(&mut self) -> Result<Option<SseEvent>, ()> {
+        match self.events.next().await {
+            None => Ok(None),
+            Some(Err(_)) => Err(()),
+            Some(Ok(event)) => Ok(Some(self.understand(event))),
+        }
+    }
+
+    /// The next event, `None` when the server ended the stream (or the
+    /// connection broke). Panics if nothing comes `within`.
     pub async fn next(&mut self, within: Duration) -> Option<SseEvent> {
-        let event = tokio::time::timeout(within, self.events.next())
+        tokio::time::timeout(within, self.next_or_end())
             .await
-            .unwrap_or_else(|_| panic!("no event within {within:?}"))?;
-        let event = match event {
-            Ok(event) => event,
-            // The connection was cut rather than ended: also an end.
-            Err(_) => return None,
-        };
+            .unwrap_or_else(|_| panic!("no event within {within:?}"))
+            .unwrap_or(None)
+    }
+
+    fn understand(&mut self, event: Event) -> SseEvent {
         if let Ok(id) = event.id.parse() {
             self.last_event_id = Some(id);
         }
-        Some(match event.event.as_str() {
+        match event.event.as_str() {
             "message" => {
                 SseEvent::Message(serde_json::from_str(&event.data).expect("a Message in data"))
             }
@@ -107,7 +125,7 @@ impl SseStream {
                 }
             }
             other => panic!("unexpected event {other:?}: {event:?}"),
-        })
+        }
     }
 
     /// The next `count` messages; panics on a gap, an end, or if they take
