@@ -18,12 +18,13 @@ pub enum Poll {
     Timeout,
 }
 
+/// The body of a `200` poll answer.
 #[derive(Debug, Deserialize)]
-struct PollBody {
-    messages: Vec<Message>,
-    cursor: u64,
+pub(crate) struct PollBody {
+    pub(crate) messages: Vec<Message>,
+    pub(crate) cursor: u64,
     #[serde(default)]
-    gap: bool,
+    pub(crate) gap: bool,
 }
 
 /// Polls `base` (a longpoll-svc URL) in one room.

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use common::Message;
 use futures_util::StreamExt;
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::longpoll::PollBody;
 use crate::sse::{Resume, SseEvent, SseStream};
 
 /// The three ways to receive.
@@ -181,14 +181,6 @@ impl Subscriber {
 
 fn lock(seen: &Mutex<Seen>) -> MutexGuard<'_, Seen> {
     seen.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
-#[derive(Debug, Deserialize)]
-struct PollBody {
-    messages: Vec<Message>,
-    cursor: u64,
-    #[serde(default)]
-    gap: bool,
 }
 
 impl Run {
