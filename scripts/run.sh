@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs the whole system on this machine: Redis and every service, built in
-# release mode. On a fresh Debian machine with Rust it installs what is
-# missing (redis-server) first. Ctrl-C stops everything it started.
+# Runs the whole system on this machine: Redis, every service (built in
+# release mode) and the gateway (nginx) on one origin, as docker-compose.yml
+# does with containers. On a fresh Debian machine with Rust it installs what
+# is missing (redis-server, nginx) first. Ctrl-C stops everything it started.
 #
 # Environment (all optional):
-#   REDIS_URL   use this Redis instead of starting one
-#   REDIS_PORT  port of the Redis this script starts [6379]
+#   GATEWAY_PORT  the one origin: demo page and every route [8080]
+#   REDIS_URL     use this Redis instead of starting one
+#   REDIS_PORT    port of the Redis this script starts [6379]
 #   plus any service variable (README, "Configuration"), e.g. RUST_LOG=debug
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +16,7 @@ source scripts/lib.sh
 SERVICES=(longpoll-svc sse-svc ws-svc)
 declare -A PORTS=([longpoll-svc]=8081 [sse-svc]=8082 [ws-svc]=8083)
 
-ensure_commands redis-server:redis-server curl:curl
+ensure_commands redis-server:redis-server nginx:nginx-light curl:curl
 raise_fd_limit
 
 echo "==> building (release)"
@@ -60,14 +62,21 @@ for service in "${SERVICES[@]}"; do
   wait_for_http "http://127.0.0.1:${PORTS[$service]}/readyz" 30
 done
 
+gateway_port=${GATEWAY_PORT:-8080}
+echo "==> starting the gateway on port $gateway_port"
+scripts/gateway.sh "$state_dir/gateway" "$gateway_port" 127.0.0.1:8081 127.0.0.1:8082 127.0.0.1:8083 &
+pids+=($!)
+wait_for_http "http://127.0.0.1:$gateway_port/gateway/healthz" 30
+
 cat <<MSG
 
-The chat is running:
-  long polling   http://localhost:8081/rooms/general/poll
-  SSE            curl -N http://localhost:8082/rooms/general/events
-  WebSocket      websocat ws://localhost:8083/rooms/general/ws
-  publish        curl -X POST localhost:8081/rooms/general/messages \\
+The chat is running. Open http://localhost:$gateway_port/ (the demo page), or:
+  publish        curl -X POST localhost:$gateway_port/rooms/general/messages \\
                    -H 'content-type: application/json' -d '{"author":"me","message":"hi"}'
+  long polling   curl 'localhost:$gateway_port/rooms/general/poll?after=0'
+  SSE            curl -N localhost:$gateway_port/rooms/general/events
+  WebSocket      websocat ws://localhost:$gateway_port/rooms/general/ws
+Each service also answers on its own port: longpoll 8081, sse 8082, ws 8083.
 Ctrl-C stops it.
 MSG
 wait -n "${pids[@]}" || true

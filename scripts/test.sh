@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-ensure_commands redis-server:redis-server chromium:chromium \
+ensure_commands redis-server:redis-server nginx:nginx-light chromium:chromium \
   chromedriver:chromium-driver curl:curl
 raise_fd_limit
 

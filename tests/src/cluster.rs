@@ -36,6 +36,11 @@ impl Cluster {
         Cluster { redis, instances }
     }
 
+    /// Every instance of `transport`, running or not.
+    pub fn instances(&self, transport: Transport) -> &[ServiceProcess] {
+        &self.instances[slot(transport)]
+    }
+
     pub fn instance(&self, transport: Transport, index: usize) -> &ServiceProcess {
         &self.instances[slot(transport)][index]
     }

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod browser;
 pub mod cluster;
+pub mod gateway;
 pub mod longpoll;
 pub mod process;
 pub mod raw;

@@ -1,0 +1,480 @@
+//! Deployment. There is no Docker engine here, so docker-compose.yml and the
+//! Dockerfile are checked by reading them; the gateway runs for real
+//! (Debian's nginx, the very files compose mounts) in front of real service
+//! processes, and a real browser uses the demo page through it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use chat_tests::browser::Browser;
+use chat_tests::cluster::Cluster;
+use chat_tests::gateway::{Gateway, repository};
+use chat_tests::sse::{Resume, SseStream};
+use chat_tests::subscriber::{Subscriber, Transport};
+use chat_tests::ws::WsClient;
+use chat_tests::{eventually, ids};
+use common::Message;
+use serde_json::{Value, json};
+use thirtyfour::By;
+use yaml_rust2::{Yaml, YamlLoader};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn compose() -> Yaml {
+    let text = std::fs::read_to_string(repository().join("docker-compose.yml"))
+        .expect("docker-compose.yml");
+    YamlLoader::load_from_str(&text)
+        .expect("valid YAML")
+        .remove(0)
+}
+
+/// A mapping with its `<<` merge keys applied (YAML 1.1 merges, which
+/// compose supports and this YAML 1.2 parser leaves as plain keys).
+fn merged(node: &Yaml) -> HashMap<String, Yaml> {
+    let mut fields = HashMap::new();
+    let Some(hash) = node.as_hash() else {
+        return fields;
+    };
+    if let Some(base) = hash.get(&Yaml::String("<<".into())) {
+        fields.extend(merged(base));
+    }
+    for (key, value) in hash {
+        if let Some(key) = key.as_str().filter(|key| *key != "<<") {
+            let value = match (fields.get(key), value) {
+                (Some(base @ Yaml::Hash(_)), Yaml::Hash(_)) => {
+                    let mut combined = merged(base);
+                    combined.extend(merged(value));
+                    Yaml::Hash(
+                        combined
+                            .into_iter()
+                            .map(|(k, v)| (Yaml::String(k), v))
+                            .collect(),
+                    )
+                }
+                _ => value.clone(),
+            };
+            fields.insert(key.to_owned(), value);
+        }
+    }
+    fields
+}
+
+fn strings(node: &Yaml) -> Vec<String> {
+    node.as_vec()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn compose_runs_redis_three_services_and_a_gateway_that_alone_publishes_a_port() {
+    let compose = compose();
+    let services = merged(&compose["services"]);
+    let names: BTreeSet<&str> = services.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["redis", "longpoll-svc", "sse-svc", "ws-svc", "gateway"])
+    );
+    for (name, service) in &services {
+        let service = merged(service);
+        assert_eq!(
+            service.contains_key("ports"),
+            name == "gateway",
+            "{name}: only the gateway publishes a port"
+        );
+    }
+    let gateway = merged(&services["gateway"]);
+    assert_eq!(strings(&gateway["ports"]), ["${GATEWAY_PORT:-8080}:8080"]);
+}
+
+#[test]
+fn compose_services_run_their_binary_on_their_port_and_check_their_own_health() {
+    let services = merged(&compose()["services"]);
+    for (name, port) in [
+        ("longpoll-svc", "8081"),
+        ("sse-svc", "8082"),
+        ("ws-svc", "8083"),
+    ] {
+        let service = merged(&services[name]);
+        assert_eq!(strings(&service["command"]), [name], "{name}");
+        assert_eq!(
+            strings(&merged(&service["healthcheck"])["test"]),
+            ["CMD", name, "--healthcheck"]
+        );
+        let environment = merged(&service["environment"]);
+        assert_eq!(environment["PORT"].as_str(), Some(port), "{name}");
+        assert_eq!(
+            environment["REDIS_URL"].as_str(),
+            Some("redis://redis:6379/0"),
+            "{name}"
+        );
+        let build = merged(&service["build"]);
+        assert_eq!(build["dockerfile"].as_str(), Some("deploy/Dockerfile"));
+        assert!(
+            merged(&service["depends_on"]).contains_key("redis"),
+            "{name} waits for Redis"
+        );
+    }
+    let redis = merged(&services["redis"]);
+    assert!(
+        strings(&redis["command"]).contains(&"--appendonly".to_owned()),
+        "history survives a restart"
+    );
+}
+
+#[test]
+fn compose_mounts_gateway_files_that_exist() {
+    let services = merged(&compose()["services"]);
+    for volume in strings(&merged(&services["gateway"])["volumes"]) {
+        let source = volume.split(':').next().expect("a source");
+        assert!(
+            repository().join(source).exists(),
+            "{source} is mounted but missing"
+        );
+    }
+}
+
+#[test]
+fn the_dockerfile_builds_every_service_binary_on_the_release_it_runs_on() {
+    let dockerfile =
+        std::fs::read_to_string(repository().join("deploy/Dockerfile")).expect("Dockerfile");
+    for binary in ["longpoll-svc", "sse-svc", "ws-svc"] {
+        assert!(
+            dockerfile.contains(&format!("--bin {binary}")),
+            "{binary} is built"
+        );
+    }
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter(|line| line.starts_with("FROM "))
+        .collect();
+    assert_eq!(stages.len(), 2, "a build stage and a small runtime stage");
+    assert!(
+        stages.iter().all(|stage| stage.contains("bookworm")),
+        "build and run on the same Debian: {stages:?}"
+    );
+    assert!(
+        dockerfile.lines().any(|line| line.starts_with("USER ")),
+        "runs as a non-root user"
+    );
+}
+
+#[test]
+fn the_compose_gateway_configuration_is_valid_nginx() {
+    // Lay the files out as the gateway container sees them under /etc/nginx.
+    let prefix = std::env::temp_dir().join(format!("chat-tests-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(prefix.join("chat")).expect("temp dir");
+    let nginx_dir = repository().join("deploy/nginx");
+    std::fs::copy(
+        nginx_dir.join("nginx.compose.conf"),
+        prefix.join("nginx.conf"),
+    )
+    .expect("copy");
+    for file in [
+        "chat-maps.conf",
+        "chat-locations.conf",
+        "chat-proxy-headers.conf",
+    ] {
+        std::fs::copy(nginx_dir.join(file), prefix.join("chat").join(file)).expect("copy");
+    }
+    std::fs::write(prefix.join("mime.types"), "types { text/html html; }\n").expect("mime.types");
+    let nginx = ["/usr/sbin/nginx", "nginx"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+        .unwrap_or("nginx");
+    let output = std::process::Command::new(nginx)
+        .args(["-t", "-e", "stderr", "-p"])
+        .arg(&prefix)
+        .arg("-c")
+        .arg(prefix.join("nginx.conf"))
+        .output()
+        .expect("nginx runs (Debian package nginx-light)");
+    let _ = std::fs::remove_dir_all(&prefix);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_routes_every_path_to_the_right_service() {
+    let cluster = Cluster::start(1, &[]).await;
+    let gateway = Gateway::start(&cluster).await;
+    let client = chat_tests::app::client();
+
+    // The demo page.
+    let page = client.get(gateway.url("/")).send().await.expect("sent");
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/html"))
+    );
+    assert!(page.text().await.expect("text").contains("<title>Chat"));
+
+    // An SSE stream through the gateway, open before anything is published:
+    // events must come through live, not buffered.
+    let mut stream = SseStream::connect(&gateway.base, "gw", Resume::Live).await;
+    let mut websocket = WsClient::connect(&gateway.base, "gw", None).await;
+
+    // Publish and history go to any service: over 30 posts, all three.
+    let mut via = BTreeSet::new();
+    for n in 0..30 {
+        let response = client
+            .post(gateway.url("/rooms/gw/messages"))
+            .json(&json!({"message": format!("through the gateway {n}")}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 201);
+        via.insert(
+            response
+                .json::<Message>()
+                .await
+                .expect("a Message")
+                .via
+                .as_str(),
+        );
+    }
+    assert_eq!(via.len(), 3, "publishes spread over the services: {via:?}");
+    assert_eq!(stream.messages(30, WAIT).await.len(), 30);
+    let acked = websocket
+        .publish("g1", "gw", "over the gateway's WebSocket")
+        .await;
+    assert_eq!(acked, 31);
+    assert_eq!(
+        ids(&websocket.messages(31, WAIT).await),
+        (1..=31).collect::<Vec<u64>>()
+    );
+    assert_eq!(stream.messages(1, WAIT).await[0].id, 31);
+
+    let poll = client
+        .get(gateway.url("/rooms/gw/poll?after=29&timeout=1"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(poll.status(), 200);
+    let body: Value = poll.json().await.expect("JSON");
+    assert_eq!(body["cursor"], 31);
+    let history = client
+        .get(gateway.url("/rooms/gw/history?limit=2"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        history.json::<Value>().await.expect("JSON")["messages"][1]["id"],
+        31
+    );
+
+    // The seed's aliases.
+    let seed = client
+        .post(gateway.url("/new-messages"))
+        .json(&json!({"message": "seed", "id": 1}))
+        .send()
+        .await;
+    assert_eq!(seed.expect("sent").status(), 201);
+
+    // Errors are the services' JSON, not the gateway's HTML.
+    let missing = client
+        .get(gateway.url("/no/such/route"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.json::<Value>().await.expect("JSON")["error"],
+        "not_found"
+    );
+    let huge = json!({"message": "x".repeat(1024 * 1024)});
+    let too_large = client
+        .post(gateway.url("/rooms/gw/messages"))
+        .json(&huge)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(too_large.status(), 413);
+    assert_eq!(
+        too_large.json::<Value>().await.expect("JSON")["error"],
+        "payload_too_large"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_answers_json_503_when_no_instance_of_a_service_is_up() {
+    let mut cluster = Cluster::start(1, &[]).await;
+    let gateway = Gateway::start(&cluster).await;
+    cluster.instance_mut(Transport::LongPoll, 0).kill();
+
+    let response = chat_tests::app::client()
+        .get(gateway.url("/rooms/gw/poll?timeout=1"))
+        .send()
+        .await
+        .expect("sent");
+
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(
+        response.json::<Value>().await.expect("JSON")["error"],
+        "service_unavailable"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_behind_the_gateway_survive_losing_an_instance() {
+    let mut cluster = Cluster::start(2, &[]).await;
+    let gateway = Gateway::start(&cluster).await;
+    // Clients know only the gateway, like browsers.
+    let subscribers: Vec<Subscriber> = Transport::ALL
+        .iter()
+        .flat_map(|&t| std::iter::repeat_n(t, 4))
+        .map(|t| Subscriber::start(t, vec![gateway.base.clone()], "scaled", 0))
+        .collect();
+    let client = chat_tests::app::client();
+    let publish = |n: usize| {
+        let (client, url) = (client.clone(), gateway.url("/rooms/scaled/messages"));
+        async move {
+            let response = client
+                .post(url)
+                .json(&json!({"message": format!("m{n}")}))
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(response.status(), 201, "publish {n}");
+        }
+    };
+    for n in 0..50 {
+        publish(n).await;
+    }
+    for subscriber in &subscribers {
+        subscriber.wait_for(50, WAIT).await;
+    }
+
+    for transport in Transport::ALL {
+        cluster.instance_mut(transport, 0).kill();
+    }
+    // Publishing goes on through the gateway (a POST that hit the dead
+    // instance is not replayed, so retry as a client would).
+    for n in 50..100 {
+        eventually(WAIT, "a publish through the gateway", || {
+            let (client, url) = (client.clone(), gateway.url("/rooms/scaled/messages"));
+            async move {
+                let body = json!({"message": format!("m{n}")});
+                let response = client.post(url).json(&body).send().await.ok()?;
+                (response.status() == 201).then_some(())
+            }
+        })
+        .await;
+    }
+
+    for subscriber in &subscribers {
+        let received = subscriber.wait_for(100, WAIT).await;
+        assert_eq!(
+            ids(&received),
+            (1..=100).collect::<Vec<u64>>(),
+            "{:?}",
+            subscriber.transport
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_sends_and_receives_over_every_transport() {
+    let cluster = Cluster::start(1, &[]).await;
+    let gateway = Gateway::start(&cluster).await;
+    let browser = Browser::start().await;
+    browser
+        .driver
+        .goto(gateway.url("/"))
+        .await
+        .expect("the demo page loads");
+    let texts = r#"return Array.from(document.querySelectorAll('#messages li .text')).map((e) => e.textContent);"#;
+    browser
+        .driver
+        .find(By::Id("author"))
+        .await
+        .expect("name field")
+        .send_keys("chromium")
+        .await
+        .expect("typed");
+
+    for (n, transport) in ["longpoll", "sse", "ws"].into_iter().enumerate() {
+        browser
+            .driver
+            .find(By::Id(format!("transport-{transport}")))
+            .await
+            .expect("radio")
+            .click()
+            .await
+            .expect("click");
+        browser
+            .wait_for(
+                "document.getElementById('status').className === 'live'",
+                WAIT,
+            )
+            .await;
+        let text = format!("hello over {transport} <b>not bold</b>");
+        let input = browser
+            .driver
+            .find(By::Id("message-input"))
+            .await
+            .expect("input");
+        input.send_keys(&text).await.expect("typed");
+        browser
+            .driver
+            .find(By::Id("send"))
+            .await
+            .expect("button")
+            .click()
+            .await
+            .expect("click");
+        browser
+            .wait_for(
+                &format!(
+                    "document.querySelectorAll('#messages li[data-id]').length === {}",
+                    2 * n + 1
+                ),
+                WAIT,
+            )
+            .await;
+
+        // And a message from someone else, over HTTP.
+        let other = format!("from elsewhere while on {transport}");
+        let response = chat_tests::app::client()
+            .post(gateway.url("/rooms/general/messages"))
+            .json(&json!({"author": "curl", "message": other}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 201);
+        browser
+            .wait_for(
+                &format!(
+                    "document.querySelectorAll('#messages li[data-id]').length === {}",
+                    2 * n + 2
+                ),
+                WAIT,
+            )
+            .await;
+        let shown = browser.run(texts).await;
+        assert_eq!(
+            shown[2 * n],
+            json!(text),
+            "{transport}: shown as text, exactly"
+        );
+        assert_eq!(shown[2 * n + 1], json!(other), "{transport}");
+    }
+    let ids_shown = browser
+        .run("return Array.from(document.querySelectorAll('#messages li[data-id]')).map((e) => Number(e.dataset.id));")
+        .await;
+    assert_eq!(
+        ids_shown,
+        json!([1, 2, 3, 4, 5, 6]),
+        "switching transports neither repeats nor skips"
+    );
+    browser.quit().await;
+}
