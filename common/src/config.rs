@@ -144,6 +144,37 @@ impl AllowedOrigins {
     }
 }
 
+/// An IP address, or a host name of letters, digits, dots and dashes.
+fn is_host(candidate: &str) -> bool {
+    candidate.parse::<std::net::IpAddr>().is_ok()
+        || (candidate.len() <= 253
+            && candidate.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            }))
+}
+
+/// Checks an env_logger filter (`level`, `target`, `target=level`, comma
+/// separated, optionally `/regex` at the end). Returns the first directive
+/// whose level is not one.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let directives = filter.split('/').next().unwrap_or_default();
+    for directive in directives
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        if let Some((_, level)) = directive.split_once('=') {
+            if !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+                return Err(directive.to_owned());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `scheme://host[:port]` with no path, as browsers send in `Origin`.
 fn is_origin(candidate: &str) -> bool {
     let Some((scheme, rest)) = candidate.split_once("://") else {
@@ -267,8 +298,28 @@ impl Config {
             }
         }
         let publish_rate_per_sec = env.number("PUBLISH_RATE_PER_SEC", 0, 0..=1_000_000)?;
+        let host = env.get("HOST").unwrap_or_else(|| "0.0.0.0".into());
+        if !is_host(&host) {
+            return Err(ConfigError {
+                var: "HOST",
+                value: host,
+                expected: "an IP address or a host name".into(),
+            });
+        }
+        if let Some(filter) = env.get("RUST_LOG") {
+            if let Err(directive) = check_log_filter(&filter) {
+                return Err(ConfigError {
+                    var: "RUST_LOG",
+                    value: filter,
+                    expected: format!(
+                        "directives like `info` or `common=debug,actix_web=warn`; {directive:?} \
+                         names no level (off, error, warn, info, debug, trace)"
+                    ),
+                });
+            }
+        }
         Ok(Config {
-            host: env.get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
+            host,
             port: env.number("PORT", default_port, 0..=u16::MAX)?,
             redis_url,
             redis_prefix,
@@ -442,6 +493,29 @@ mod tests {
             rejected_var(&[("REDIS_KEY_PREFIX", "my chat")]),
             "REDIS_KEY_PREFIX"
         );
+    }
+
+    #[test]
+    fn host_must_be_an_address_or_a_name() {
+        for good in ["0.0.0.0", "::", "127.0.0.1", "localhost", "chat-1.internal"] {
+            assert_eq!(config(&[("HOST", good)]).expect(good).host, good);
+        }
+        for bad in ["not a host", "a..b", "host:80", "exa_mple"] {
+            assert_eq!(rejected_var(&[("HOST", bad)]), "HOST", "{bad}");
+        }
+    }
+
+    #[test]
+    fn rust_log_levels_must_be_levels() {
+        for good in [
+            "info",
+            "common=debug,actix_web=warn",
+            "debug,common",
+            "info/foo.*bar",
+        ] {
+            assert!(config(&[("RUST_LOG", good)]).is_ok(), "{good}");
+        }
+        assert_eq!(rejected_var(&[("RUST_LOG", "common=loud")]), "RUST_LOG");
     }
 
     #[test]

@@ -28,9 +28,12 @@ pub enum ApiError {
     /// A WebSocket upgrade from a page whose origin is not allowed.
     #[error("origin {0} is not allowed (ALLOWED_ORIGINS)")]
     ForbiddenOrigin(String),
-    /// A request to a WebSocket route that is not a valid upgrade.
-    #[error("this route needs a WebSocket upgrade: {0}")]
-    UpgradeRequired(String),
+    /// A plain request to a WebSocket route.
+    #[error("this route speaks WebSocket: send an upgrade request")]
+    UpgradeRequired,
+    /// A WebSocket upgrade request that is not valid (RFC 6455, 4.2.1).
+    #[error("invalid WebSocket handshake: {0}")]
+    BadHandshake(String),
     #[error("method not allowed here; allowed: {allow}")]
     MethodNotAllowed { allow: &'static str },
     #[error("request body is larger than {limit} bytes")]
@@ -64,7 +67,8 @@ impl ApiError {
             ApiError::BadQuery(_) => "invalid_query",
             ApiError::NotFound => "not_found",
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
-            ApiError::UpgradeRequired(_) => "upgrade_required",
+            ApiError::UpgradeRequired => "upgrade_required",
+            ApiError::BadHandshake(_) => "invalid_handshake",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
@@ -101,7 +105,8 @@ impl ResponseError for ApiError {
             ApiError::Invalid(_)
             | ApiError::BadJson(_)
             | ApiError::BadQuery(_)
-            | ApiError::UpgradeRequired(_) => StatusCode::BAD_REQUEST,
+            | ApiError::BadHandshake(_) => StatusCode::BAD_REQUEST,
+            ApiError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -127,6 +132,9 @@ impl ResponseError for ApiError {
             }
             ApiError::BrokerUnavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, 1));
+            }
+            ApiError::UpgradeRequired => {
+                response.insert_header((header::UPGRADE, HeaderValue::from_static("websocket")));
             }
             ApiError::ShuttingDown => {
                 response.insert_header((header::RETRY_AFTER, 0));

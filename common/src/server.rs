@@ -110,6 +110,8 @@ impl Application {
         let body_limit = config.max_body_bytes();
         let origins = config.allowed_origins.clone();
         let address = format!("{}:{}", config.host, config.port);
+        // Two missed keep-alives or pings, and then some.
+        let unacknowledged_limit = config.heartbeat * 2 + Duration::from_secs(10);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
@@ -126,7 +128,9 @@ impl Application {
                 .configure(service.routes)
                 .default_service(web::to(http::not_found))
         })
-        .on_connect(http::remember_socket)
+        .on_connect(move |connection, data| {
+            http::remember_socket(connection, data, unacknowledged_limit)
+        })
         // Without this, a client that closes its end is not noticed while a
         // long poll or stream is held (see ECOSYSTEM.md).
         .h1_allow_half_closed(false)

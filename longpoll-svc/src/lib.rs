@@ -11,7 +11,7 @@
 
 pub mod routes;
 
-use bytestring::ByteString;
+use common::hub::Framing;
 use common::{Message, Service, Via};
 
 /// The port this service listens on unless `PORT` says otherwise.
@@ -29,8 +29,11 @@ pub fn service() -> Service {
     }
 }
 
-/// A poll answer is a JSON array of messages, so a message's frame is its
-/// JSON (a shared reference, not a copy).
-fn json_frame(_: &Message, json: &ByteString) -> ByteString {
-    json.clone()
+/// A poll answer is a JSON array of messages, so a message is framed as
+/// its bare JSON.
+fn json_frame(_: &Message) -> Framing {
+    Framing {
+        prefix: String::new(),
+        suffix: "",
+    }
 }

@@ -5,21 +5,23 @@
 //! so every event's data is one `data:` line.
 
 use bytes::Bytes;
-use bytestring::ByteString;
 use common::Message;
-use common::hub::Gap;
+use common::hub::{Framing, Gap};
 
 /// First bytes of every stream: browsers wait this long before reconnecting.
 pub const RETRY: Bytes = Bytes::from_static(b"retry: 3000\n\n");
 
-/// Sent when the stream was quiet for `HEARTBEAT_SECS`, so proxies and
+/// Sent every `HEARTBEAT_SECS`, so proxies and
 /// clients see the connection is alive and a vanished client is noticed.
 pub const KEEPALIVE: Bytes = Bytes::from_static(b": keepalive\n\n");
 
-/// `id:` / `event: message` / `data:` for one message; built once per
-/// message when it enters the hub.
-pub fn message(message: &Message, json: &ByteString) -> ByteString {
-    format!("id: {}\nevent: message\ndata: {json}\n\n", message.id).into()
+/// `id:` / `event: message` / `data:` around one message's JSON; built
+/// once per message when it enters the hub.
+pub fn message(message: &Message) -> Framing {
+    Framing {
+        prefix: format!("id: {}\nevent: message\ndata: ", message.id),
+        suffix: "\n\n",
+    }
 }
 
 /// `event: gap`. Its `id:` moves the browser's `Last-Event-ID` to just
@@ -32,6 +34,7 @@ pub fn gap(gap: Gap) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+    use common::hub::Entry;
     use common::{RoomName, Via};
 
     use super::*;
@@ -46,12 +49,16 @@ mod tests {
             ts: 1,
             via: Via::Sse,
         };
-        let json = ByteString::from(serde_json::to_string(&message).expect("serializable"));
-        let frame = super::message(&message, &json);
+        let entry = Entry::new(&message, super::message);
         assert_eq!(
-            &*frame,
+            &*entry.frame,
             "id: 7\nevent: message\ndata: {\"id\":7,\"room\":\"general\",\"author\":\"alice\",\
              \"message\":\"two\\nlines\",\"ts\":1,\"via\":\"sse\"}\n\n"
+        );
+        assert_eq!(
+            &entry.frame[27..entry.frame.len() - 2],
+            &*entry.json,
+            "the JSON is within the frame"
         );
     }
 

@@ -4,8 +4,7 @@
 //! (replay from the cursor, then live, each message exactly once). A stream
 //! starts with `retry: 3000`, carries each message as an `id:` /
 //! `event: message` / `data:` block built once per message and shared by all
-//! streams, and a `: keepalive` comment whenever it was quiet for
-//! `HEARTBEAT_SECS`. It ends, and the browser reconnects with
+//! streams, and a `: keepalive` comment every `HEARTBEAT_SECS`. It ends, and the browser reconnects with
 //! `Last-Event-ID`, when the service shuts down or the client fell further
 //! behind than history reaches.
 //!

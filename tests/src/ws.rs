@@ -9,6 +9,7 @@ use common::Message;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as Frame};
@@ -120,10 +121,15 @@ impl WsClient {
 
     /// The next frame of any kind, `None` once the connection ended.
     /// Answers pings on the way (by reading). Panics after `within`.
-    async fn next_frame(&mut self, within: Duration) -> Option<Result<Frame, tungstenite::Error>> {
-        tokio::time::timeout(within, self.socket.next())
+    async fn next_frame(&mut self, deadline: Instant) -> Option<Result<Frame, tungstenite::Error>> {
+        tokio::time::timeout_at(deadline, self.socket.next())
             .await
-            .unwrap_or_else(|_| panic!("no frame within {within:?}"))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no frame in time (pending: {} messages)",
+                    self.pending_messages.len()
+                )
+            })
     }
 
     /// The next JSON frame that is not a message (ack, error, pong, gap);
@@ -132,10 +138,9 @@ impl WsClient {
         if let Some(reply) = self.pending_replies.pop_front() {
             return reply;
         }
-        let deadline = tokio::time::Instant::now() + within;
+        let deadline = Instant::now() + within;
         loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next_json(left.max(Duration::from_millis(1))).await {
+            match self.next_json(deadline).await {
                 Ok(value) if value["type"] == "message" => self.keep_message(value),
                 Ok(value) => return value,
                 Err(ended) => panic!("connection ended ({ended:?}) while waiting for a reply"),
@@ -145,10 +150,9 @@ impl WsClient {
 
     /// The next `count` messages, in the order received.
     pub async fn messages(&mut self, count: usize, within: Duration) -> Vec<Message> {
-        let deadline = tokio::time::Instant::now() + within;
+        let deadline = Instant::now() + within;
         while self.pending_messages.len() < count {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next_json(left.max(Duration::from_millis(1))).await {
+            match self.next_json(deadline).await {
                 Ok(value) if value["type"] == "message" => self.keep_message(value),
                 Ok(value) => self.pending_replies.push_back(value),
                 Err(ended) => panic!(
@@ -172,17 +176,19 @@ impl WsClient {
         reply["id"].as_u64().expect("an id in the ack")
     }
 
-    /// Messages until the connection ends (or `within` passes between two
-    /// frames), and how it ended.
+    /// Messages until the connection ends, and how it ended; panics if it
+    /// has not ended within `within`.
     pub async fn all_messages(&mut self, within: Duration) -> (Vec<Message>, Ended) {
         let ended = self.ended(within).await;
         (self.pending_messages.drain(..).collect(), ended)
     }
 
-    /// Reads until the connection ends; returns how.
+    /// Reads until the connection ends; returns how. Panics if it has not
+    /// ended within `within`.
     pub async fn ended(&mut self, within: Duration) -> Ended {
+        let deadline = Instant::now() + within;
         loop {
-            match self.next_json(within).await {
+            match self.next_json(deadline).await {
                 Ok(value) if value["type"] == "message" => self.keep_message(value),
                 Ok(value) => self.pending_replies.push_back(value),
                 Err(ended) => return ended,
@@ -203,9 +209,9 @@ impl WsClient {
     }
 
     /// The next text frame as JSON, or how the connection ended.
-    async fn next_json(&mut self, within: Duration) -> Result<Value, Ended> {
+    async fn next_json(&mut self, deadline: Instant) -> Result<Value, Ended> {
         loop {
-            match self.next_frame(within).await {
+            match self.next_frame(deadline).await {
                 Some(Ok(Frame::Text(text))) => {
                     return Ok(serde_json::from_str(&text).expect("JSON text frame"));
                 }

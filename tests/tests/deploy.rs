@@ -254,7 +254,7 @@ async fn the_gateway_routes_every_path_to_the_right_service() {
     assert_eq!(stream.messages(1, WAIT).await[0].id, 31);
 
     let poll = client
-        .get(gateway.url("/rooms/gw/poll?after=29&timeout=1"))
+        .get(gateway.url("/rooms/gw/poll?after=30&timeout=5"))
         .send()
         .await
         .expect("sent");

@@ -241,6 +241,17 @@ async fn after_older_than_history_answers_with_a_gap(backend: Backend) {
     };
 
     assert!(gap, "the cursor is older than everything held");
+    let history: Value = app
+        .client
+        .get(app.url("/rooms/lobby/history?after=3&limit=5"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(history["gap"], true, "history says so too: {history}");
+    assert_eq!(history["messages"][0]["id"], 21);
     assert_eq!(
         ids(&messages),
         (21..=30).collect::<Vec<u64>>(),

@@ -379,6 +379,31 @@ async fn shutdown_ends_streams_cleanly(backend: Backend) {
 // --- Redis only -------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_a_stream_for_an_unknown_room_asks_the_browser_to_come_back() {
+    let mut redis = RedisServer::start().await;
+    let app = AppBuilder::new(sse_svc::service())
+        .redis(&redis)
+        .spawn()
+        .await;
+    redis.kill();
+
+    let response = chat_tests::app::stream_client()
+        .get(app.url("/rooms/never-seen/events"))
+        .send()
+        .await
+        .expect("sent");
+
+    // Not a 503: that would make a browser's EventSource give up for good.
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let body = tokio::time::timeout(SECS, response.bytes())
+        .await
+        .expect("it ends")
+        .expect("body");
+    assert_eq!(&body[..], b"retry: 3000\n\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_posted_on_one_instance_is_streamed_on_another() {
     let redis = RedisServer::start().await;
     let one = AppBuilder::new(sse_svc::service())

@@ -69,7 +69,7 @@ broker_tests!(
     a_client_that_stops_answering_pings_is_dropped,
     shutdown_closes_with_1012,
     a_foreign_origin_is_refused_with_403,
-    a_request_that_is_not_an_upgrade_gets_400,
+    a_plain_request_gets_426_and_a_broken_handshake_400,
     a_disconnected_client_is_freed,
 );
 
@@ -468,17 +468,36 @@ async fn a_foreign_origin_is_refused_with_403(backend: Backend) {
     );
 }
 
-async fn a_request_that_is_not_an_upgrade_gets_400(backend: Backend) {
+async fn a_plain_request_gets_426_and_a_broken_handshake_400(backend: Backend) {
     let (_redis, app) = start(backend, |b| b).await;
-    let response = app
+    let plain = app
         .client
         .get(app.url("/rooms/lobby/ws"))
         .send()
         .await
         .expect("sent");
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await.expect("JSON");
-    assert_eq!(body["error"], "upgrade_required");
+    assert_eq!(plain.status(), 426);
+    assert_eq!(plain.headers()["upgrade"], "websocket");
+    assert_eq!(
+        plain.json::<Value>().await.expect("JSON")["error"],
+        "upgrade_required"
+    );
+
+    let no_key = app
+        .client
+        .get(app.url("/rooms/lobby/ws"))
+        .header("upgrade", "websocket")
+        .header("connection", "upgrade")
+        .header("sec-websocket-version", "13")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(no_key.status(), 400);
+    assert_eq!(
+        no_key.json::<Value>().await.expect("JSON")["error"],
+        "invalid_handshake"
+    );
+
     let bad_room = app
         .client
         .get(app.url("/rooms/no%20pe/ws"))
@@ -511,6 +530,45 @@ async fn a_disconnected_client_is_freed(backend: Backend) {
 }
 
 // --- Redis only -------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_sent_during_a_replay_from_history_do_not_restart_it() {
+    let redis = RedisServer::start().await;
+    let app = AppBuilder::new(ws_svc::service())
+        .redis(&redis)
+        .var("HUB_RING_LEN", 5)
+        .var("HISTORY_LEN", 2000)
+        .spawn()
+        .await;
+    chat_tests::app::flood(&app.base, "replay", 1200, 10).await;
+    let xranges = || async {
+        let stats = redis.command(&["INFO", "commandstats"]).await;
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_xrange:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = xranges().await;
+
+    // Replaying 1,200 messages takes three reads of history; 300 pings sent
+    // meanwhile must not restart them.
+    let mut client = WsClient::connect(&app.base, "replay", Some(0)).await;
+    for _ in 0..300 {
+        client.send_json(json!({"type": "ping"})).await;
+    }
+    let replayed = client.messages(1200, Duration::from_secs(30)).await;
+    for _ in 0..300 {
+        assert_eq!(client.reply(SECS).await, json!({"type": "pong"}));
+    }
+
+    assert_eq!(ids(&replayed), (1..=1200).collect::<Vec<u64>>());
+    let reads = xranges().await - before;
+    assert!(
+        reads <= 6,
+        "{reads} reads of history for a replay of three batches"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_over_ws_on_one_instance_received_over_ws_on_another() {

@@ -1,8 +1,9 @@
 //! One WebSocket connection: a task that owns the session and everything
 //! about it.
 //!
-//! The loop waits on four things at once: shutdown, the client's next frame,
-//! the subscription's next message, and the ping timer. Messages come from
+//! The loop waits on four things at once, fairly (none can starve the
+//! others): shutdown, the client's next frame, the subscription's next
+//! message, and the ping timer. Messages come from
 //! the hub through the subscription's bounded queue, so a slow client is
 //! caught up from history (or closed with 1013) and never slows anyone
 //! else; actix-ws' own queue of 32 frames sits between this task and the
@@ -29,7 +30,8 @@ use crate::protocol::{self, Reply, Request};
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A client that has sent nothing (not even a pong) for this many heartbeats
-/// is presumed gone.
+/// after a ping is presumed gone. Two, not one: the ping may wait behind a
+/// backlog of messages that a slow but healthy client is still reading.
 const PONG_TIMEOUT_HEARTBEATS: u32 = 2;
 
 pub struct Connection {
@@ -40,8 +42,9 @@ pub struct Connection {
     subscription: Subscription,
     limiter: Option<ConnectionLimiter>,
     fragments: Fragments,
-    /// When the client last sent any frame.
-    last_heard: Instant,
+    /// When the oldest ping that the client has not answered (with a pong or
+    /// any other frame) was sent.
+    unanswered_ping: Option<Instant>,
     /// Counts the client as connected for as long as the task runs.
     _connected: ConnectionGuard,
 }
@@ -89,7 +92,7 @@ impl Connection {
             fragments: Fragments::new(config.ws_max_frame_bytes),
             limiter: Rate::new(config.ws_publish_rate_per_sec, config.ws_publish_burst)
                 .map(ConnectionLimiter::new),
-            last_heard: Instant::now(),
+            unanswered_ping: None,
             _connected: state.metrics.connection(),
             state,
             room,
@@ -137,8 +140,12 @@ impl Connection {
             subscription,
             ..
         } = self;
+        if state.shutdown.is_cancelled() {
+            return Event::ShuttingDown;
+        }
+        // Unbiased: a client that keeps sending cannot starve its own
+        // deliveries or the pings, nor a busy room its frames.
         tokio::select! {
-            biased;
             () = state.shutdown.cancelled() => Event::ShuttingDown,
             frame = frames.recv() => Event::Frame(frame),
             delivery = subscription.next() => Event::Delivery(delivery),
@@ -159,7 +166,8 @@ impl Connection {
                 return Step::Close(close::PROTOCOL_ERROR);
             }
         };
-        self.last_heard = Instant::now();
+        // Any frame shows the client is there.
+        self.unanswered_ping = None;
         match frame {
             Frame::Text(text) => self.on_text(&text).await,
             Frame::Binary(_) => Step::Close(close::BINARY),
@@ -221,7 +229,7 @@ impl Connection {
         match delivery {
             Ok(Delivery::Message { entry, live }) => {
                 let step = self.send(entry.frame.clone()).await;
-                self.state.metrics.record_delivery(entry.message.ts, live);
+                self.state.metrics.record_delivery(entry.ts, live);
                 step
             }
             Ok(Delivery::Gap(gap)) => self.send(Reply::from(gap).to_text()).await,
@@ -236,8 +244,11 @@ impl Connection {
     }
 
     async fn on_ping_due(&mut self) -> Step {
-        if self.last_heard.elapsed() > self.state.config.heartbeat * PONG_TIMEOUT_HEARTBEATS {
-            return Step::Close(close::NO_PONG);
+        let timeout = self.state.config.heartbeat * PONG_TIMEOUT_HEARTBEATS;
+        match self.unanswered_ping {
+            Some(sent) if sent.elapsed() >= timeout => return Step::Close(close::NO_PONG),
+            Some(_) => {}
+            None => self.unanswered_ping = Some(Instant::now()),
         }
         match self.session.ping(b"").await {
             Ok(()) => Step::Continue,

@@ -7,7 +7,7 @@
 
 use bytestring::ByteString;
 use common::Message;
-use common::hub::Gap;
+use common::hub::{Framing, Gap};
 use common::message::PublishBody;
 use serde::Serialize;
 use serde_json::Value;
@@ -120,8 +120,11 @@ impl From<Gap> for Reply<'_> {
 
 /// `{"type":"message","data":<Message>}`, built once per message when it
 /// enters the hub and shared by every connection.
-pub fn message_frame(_: &Message, json: &ByteString) -> ByteString {
-    format!(r#"{{"type":"message","data":{json}}}"#).into()
+pub fn message_frame(_: &Message) -> Framing {
+    Framing {
+        prefix: r#"{"type":"message","data":"#.to_owned(),
+        suffix: "}",
+    }
 }
 
 #[cfg(test)]

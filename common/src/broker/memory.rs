@@ -17,9 +17,13 @@ use crate::message::{Draft, Message, RoomName};
 #[derive(Debug)]
 pub struct MemoryBroker {
     history_len: usize,
-    /// An async mutex held across the hand-off to the feeds, so the hub
-    /// receives every room's messages in id order.
-    rooms: tokio::sync::Mutex<HashMap<RoomName, RoomLog>>,
+    /// Held by a publish from assigning the id until the hub has the
+    /// message, so the hub receives every room's messages in id order.
+    /// Reads never take it: a hub filling a gap must not wait on a publish
+    /// that waits on the hub.
+    publishing: tokio::sync::Mutex<()>,
+    /// The history. A std mutex: never held across an await.
+    rooms: Mutex<HashMap<RoomName, RoomLog>>,
     /// A std mutex: only pushed to and cloned from, never held across await.
     feeds: Mutex<Vec<mpsc::Sender<Feed>>>,
 }
@@ -34,9 +38,18 @@ impl MemoryBroker {
     pub fn new(history_len: usize) -> Self {
         MemoryBroker {
             history_len,
-            rooms: tokio::sync::Mutex::new(HashMap::new()),
+            publishing: tokio::sync::Mutex::new(()),
+            rooms: Mutex::new(HashMap::new()),
             feeds: Mutex::new(Vec::new()),
         }
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, RoomLog>> {
+        // Every critical section is a push or a read: nothing can be left
+        // half-done by a panic, so a poisoned lock is still usable.
+        self.rooms
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn feeds(&self) -> Vec<mpsc::Sender<Feed>> {
@@ -59,21 +72,25 @@ fn now_millis() -> u64 {
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, draft: &Draft, floor: u64) -> Result<Message, BrokerError> {
-        let mut rooms = self.rooms.lock().await;
-        let log = rooms.entry(draft.room.clone()).or_default();
-        log.last_id = log.last_id.max(floor) + 1;
-        let message = Message {
-            id: log.last_id,
-            room: draft.room.clone(),
-            author: draft.author.as_str().to_owned(),
-            message: draft.text.as_str().to_owned(),
-            ts: now_millis(),
-            via: draft.via,
+        let _in_order = self.publishing.lock().await;
+        let message = {
+            let mut rooms = self.rooms();
+            let log = rooms.entry(draft.room.clone()).or_default();
+            log.last_id = log.last_id.max(floor) + 1;
+            let message = Message {
+                id: log.last_id,
+                room: draft.room.clone(),
+                author: draft.author.as_str().to_owned(),
+                message: draft.text.as_str().to_owned(),
+                ts: now_millis(),
+                via: draft.via,
+            };
+            log.messages.push_back(message.clone());
+            if log.messages.len() > self.history_len {
+                log.messages.pop_front();
+            }
+            message
         };
-        log.messages.push_back(message.clone());
-        if log.messages.len() > self.history_len {
-            log.messages.pop_front();
-        }
         for feed in self.feeds() {
             // A closed feed is a hub that is gone; nothing to deliver to.
             let _ = feed.send(Feed::Message(message.clone())).await;
@@ -87,7 +104,7 @@ impl Broker for MemoryBroker {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Message>, BrokerError> {
-        let rooms = self.rooms.lock().await;
+        let rooms = self.rooms();
         let Some(log) = rooms.get(room) else {
             return Ok(Vec::new());
         };
@@ -106,7 +123,7 @@ impl Broker for MemoryBroker {
         room: &RoomName,
         limit: usize,
     ) -> Result<Vec<Message>, BrokerError> {
-        let rooms = self.rooms.lock().await;
+        let rooms = self.rooms();
         let Some(log) = rooms.get(room) else {
             return Ok(Vec::new());
         };
@@ -115,7 +132,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn sequence(&self, room: &RoomName, floor: u64) -> Result<Sequence, BrokerError> {
-        let mut rooms = self.rooms.lock().await;
+        let mut rooms = self.rooms();
         let stored = rooms.get(room).map_or(0, |log| log.last_id);
         if stored < floor {
             rooms.entry(room.clone()).or_default().last_id = floor;
@@ -228,5 +245,39 @@ mod tests {
                 other => panic!("expected message {expected}, got {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn reads_do_not_wait_for_a_publish_stuck_on_a_full_feed() {
+        let broker = std::sync::Arc::new(MemoryBroker::new(10));
+        let _unread_feed = broker.subscribe();
+        for n in 0..FEED_CAPACITY {
+            broker
+                .publish(&draft("a", &n.to_string()), 0)
+                .await
+                .expect("stored");
+        }
+        // The feed is full: this publish stores its message, then waits.
+        let stuck = tokio::spawn({
+            let broker = std::sync::Arc::clone(&broker);
+            async move { broker.publish(&draft("a", "one too many"), 0).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!stuck.is_finished());
+
+        let room = RoomName::parse("a").expect("valid room");
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            broker.read_after(&room, 0, 100),
+        );
+        let messages = read
+            .await
+            .expect("a read is not blocked by the stuck publish")
+            .expect("read");
+        assert_eq!(
+            messages.last().map(|m| m.message.as_str()),
+            Some("one too many")
+        );
+        stuck.abort();
     }
 }

@@ -11,6 +11,7 @@
 use std::any::Any;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use actix_web::HttpRequest;
 use actix_web::dev::Extensions;
@@ -20,10 +21,24 @@ use actix_web::rt::net::TcpStream;
 #[derive(Debug, Clone, Copy)]
 struct SocketFd(RawFd);
 
-/// `HttpServer::on_connect` hook: remembers each connection's socket.
-pub fn remember_socket(connection: &dyn Any, data: &mut Extensions) {
+/// `HttpServer::on_connect` hook: remembers each connection's socket, and
+/// has the kernel drop the connection when data it sent stays
+/// unacknowledged for `unacknowledged_limit` (`TCP_USER_TIMEOUT`). Without
+/// that, a client that vanished without a word (no FIN, no RST) holds its
+/// stream for the quarter of an hour TCP keeps retransmitting; with it, the
+/// next keep-alive or ping that goes unanswered ends it.
+pub fn remember_socket(
+    connection: &dyn Any,
+    data: &mut Extensions,
+    unacknowledged_limit: Duration,
+) {
     if let Some(stream) = connection.downcast_ref::<TcpStream>() {
         data.insert(SocketFd(stream.as_raw_fd()));
+        if let Err(err) =
+            socket2::SockRef::from(stream).set_tcp_user_timeout(Some(unacknowledged_limit))
+        {
+            log::debug!("cannot set TCP_USER_TIMEOUT: {err}");
+        }
     }
 }
 

@@ -80,14 +80,19 @@ pub(super) async fn history(
         ));
     }
     let limit = limit.min(MAX_HISTORY_LIMIT);
-    let entries = match after {
-        Some(after) => state.hub.read_after(&room, after, limit).await?.entries,
-        None => state.hub.latest(&room, limit).await?,
+    // As in a poll: a cursor older than history says so with `"gap": true`.
+    let (entries, gap) = match after {
+        Some(after) => {
+            let page = state.hub.read_after(&room, after, limit).await?;
+            (page.entries, page.gap.is_some())
+        }
+        None => (state.hub.latest(&room, limit).await?, false),
     };
+    let extra = if gap { r#","gap":true"# } else { "" };
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .content_type(mime_json())
-        .body(messages_json(&entries, "")))
+        .body(messages_json(&entries, extra)))
 }
 
 fn mime_json() -> HeaderValue {

@@ -37,10 +37,17 @@ use crate::backoff::Backoff;
 use crate::broker::{Broker, BrokerError, Feed};
 use crate::message::{Draft, Message, RoomName};
 
-/// Turns a message (and its JSON) into the bytes this instance's transport
-/// writes, e.g. an SSE event or a WebSocket text frame. Returning the JSON
-/// itself (a cheap clone) is fine for a transport that writes plain JSON.
-pub type Framer = fn(&Message, &ByteString) -> ByteString;
+/// How this instance's transport wraps a message's JSON: the bytes before
+/// it and after it (an SSE event's `id:`/`data:` lines, a WebSocket frame's
+/// envelope, or nothing for plain JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Framing {
+    pub prefix: String,
+    pub suffix: &'static str,
+}
+
+/// Frames a message for this instance's transport.
+pub type Framer = fn(&Message) -> Framing;
 
 /// Cuts a client's connection; given by transports that can (see
 /// [`crate::http::Disconnector`]).
@@ -63,30 +70,40 @@ impl std::fmt::Debug for Disconnect {
     }
 }
 
-/// A message ready for clients: parsed, serialized once and framed once.
+/// A message ready for clients: serialized once and framed once, in one
+/// buffer (the JSON is a slice of the frame), shared by every recipient.
 #[derive(Debug)]
 pub struct Entry {
-    pub message: Message,
-    /// The message as JSON (the API's `Message` object).
-    pub json: ByteString,
+    pub id: u64,
+    /// The message's acceptance time, ms since the epoch.
+    pub ts: u64,
     /// The message as this instance's transport writes it.
     pub frame: ByteString,
+    /// The message as JSON (the API's `Message` object), within `frame`.
+    pub json: ByteString,
 }
 
 impl Entry {
-    pub fn new(message: Message, framer: Framer) -> Arc<Self> {
+    pub fn new(message: &Message, framer: Framer) -> Arc<Self> {
         // A Message is strings and integers only, which always serialize.
-        let json = ByteString::from(serde_json::to_string(&message).unwrap_or_default());
-        let frame = framer(&message, &json);
+        let json = serde_json::to_string(message).unwrap_or_default();
+        let Framing { prefix, suffix } = framer(message);
+        let mut buffer = String::with_capacity(prefix.len() + json.len() + suffix.len());
+        buffer.push_str(&prefix);
+        buffer.push_str(&json);
+        buffer.push_str(suffix);
+        let frame = ByteString::from(buffer);
+        let json = frame.slice_ref(&frame[prefix.len()..prefix.len() + json.len()]);
         Arc::new(Entry {
-            message,
-            json,
+            id: message.id,
+            ts: message.ts,
             frame,
+            json,
         })
     }
 
     pub fn id(&self) -> u64 {
-        self.message.id
+        self.id
     }
 }
 
@@ -160,6 +177,8 @@ pub const READ_BATCH: usize = 500;
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Rooms re-synced at once after a reconnect.
 const RESYNC_CONCURRENCY: usize = 16;
+/// Reads of a gap from history before giving up on it.
+const GAP_FILL_ATTEMPTS: u32 = 4;
 
 /// A cloneable handle to the instance's hub.
 #[derive(Debug, Clone)]
@@ -261,7 +280,7 @@ impl Hub {
         // data the ring may know newer messages, so take the union.
         let mut by_id: BTreeMap<u64, Arc<Entry>> = stored
             .into_iter()
-            .map(|message| (message.id, Entry::new(message, self.inner.framer)))
+            .map(|message| (message.id, Entry::new(&message, self.inner.framer)))
             .collect();
         if let Some(recent) = room.latest(usize::MAX) {
             by_id.extend(recent.into_iter().map(|entry| (entry.id(), entry)));
@@ -339,31 +358,30 @@ impl Inner {
     }
 
     async fn read_after(&self, room: &Room, after: u64, limit: usize) -> Result<Page, BrokerError> {
-        let (ring_first, last) = match room.read(after, limit) {
+        let (ring_head, last) = match room.read(after, limit) {
             RingRead::Served(entries) => return Ok(Page { entries, gap: None }),
             RingRead::AtEnd => return Ok(Page::default()),
             RingRead::Ahead => return Ok(self.read_ahead(room, after).await),
-            RingRead::Older { ring_first, last } => (ring_first, last),
+            RingRead::Older { head, last } => (head, last),
         };
         let stored = self.broker.read_after(&room.name, after, limit).await?;
         let stored_first = stored.first().map(|message| message.id);
+        let entries =
+            |stored: Vec<Message>| stored.iter().map(|m| Entry::new(m, self.framer)).collect();
         if stored_first == Some(after + 1) {
-            let entries = stored
-                .into_iter()
-                .map(|m| Entry::new(m, self.framer))
-                .collect();
-            return Ok(Page { entries, gap: None });
+            return Ok(Page {
+                entries: entries(stored),
+                gap: None,
+            });
         }
         // History no longer reaches back to the cursor. Serve from whichever
-        // of ring and history starts earlier, and say where that is.
+        // of ring and history starts earlier (the ring's head was taken
+        // with the same look, so it is still contiguous), and say where.
+        let ring_first = ring_head.first().map(|entry| entry.id());
         let page = match (ring_first, stored_first) {
             (Some(ring_first), stored_first) if stored_first.is_none_or(|s| ring_first <= s) => {
-                let entries = match room.read(ring_first - 1, limit) {
-                    RingRead::Served(entries) => entries,
-                    _ => Vec::new(),
-                };
                 Page {
-                    entries,
+                    entries: ring_head,
                     gap: Some(Gap {
                         after,
                         resume_from: ring_first,
@@ -371,10 +389,7 @@ impl Inner {
                 }
             }
             (_, Some(stored_first)) => Page {
-                entries: stored
-                    .into_iter()
-                    .map(|m| Entry::new(m, self.framer))
-                    .collect(),
+                entries: entries(stored),
                 gap: Some(Gap {
                     after,
                     resume_from: stored_first,
@@ -412,29 +427,38 @@ impl Inner {
     /// pub/sub missed before it, in order.
     async fn accept(&self, message: Message) {
         let room = self.room(&message.room);
-        let entry = Entry::new(message, self.framer);
+        let entry = Entry::new(&message, self.framer);
         let Append::Behind { last } = room.append(&entry, &self.policy) else {
             return;
         };
-        let missing = usize::try_from(entry.id() - last - 1).unwrap_or(usize::MAX);
-        let filled = match self.broker.read_after(&room.name, last, missing).await {
-            Ok(found) => found,
-            Err(err) => {
-                log::warn!(
-                    "room {}: cannot fetch ids {}..{} from history: {err}",
-                    room.name,
-                    last + 1,
-                    entry.id()
-                );
-                Vec::new()
-            }
-        };
         let id = entry.id();
+        let filled = self.fill(&room.name, last, id).await;
         let filled = filled
-            .into_iter()
+            .iter()
             .filter(|m| m.id < id)
             .map(|m| Entry::new(m, self.framer));
         self.deliver_in_order(&room, filled.chain(std::iter::once(entry)));
+    }
+
+    /// The messages between `last` and `next` from history. A failed read is
+    /// retried briefly: giving up means the ring starts over at `next` and
+    /// clients are told of a gap that may not be real.
+    async fn fill(&self, room: &RoomName, last: u64, next: u64) -> Vec<Message> {
+        let missing = usize::try_from(next - last - 1).unwrap_or(usize::MAX);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(400));
+        for attempt in 1..=GAP_FILL_ATTEMPTS {
+            match self.broker.read_after(room, last, missing).await {
+                Ok(found) => return found,
+                Err(err) if attempt == GAP_FILL_ATTEMPTS => {
+                    log::warn!(
+                        "room {room}: cannot fetch ids {}..{next} from history: {err}",
+                        last + 1
+                    );
+                }
+                Err(_) => tokio::time::sleep(backoff.next_delay()).await,
+            }
+        }
+        Vec::new()
     }
 
     /// Appends messages known to be in id order; where one does not follow
@@ -495,7 +519,7 @@ impl Inner {
                 .read_after(&room.name, after, READ_BATCH)
                 .await?;
             let complete = batch.len() < READ_BATCH;
-            self.deliver_in_order(room, batch.into_iter().map(|m| Entry::new(m, self.framer)));
+            self.deliver_in_order(room, batch.into_iter().map(|m| Entry::new(&m, self.framer)));
             if complete {
                 return Ok(());
             }
@@ -509,38 +533,53 @@ impl Inner {
 }
 
 /// The one task that takes the broker's feed, so each room's messages are
-/// appended in order by one writer. A re-sync that fails (Redis answers the
-/// subscription but not yet commands) is retried until it succeeds.
+/// appended in order by one writer. Re-syncs after a reconnect run in a
+/// task of their own (see [`resync_until_done`]), so live messages keep
+/// flowing meanwhile; appends check contiguity under the room's lock, so the
+/// two never deliver a message twice or out of order.
 async fn ingest(hub: Weak<Inner>, mut feed: mpsc::Receiver<Feed>, stop: CancellationToken) {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-    let mut retry_resync_at: Option<tokio::time::Instant> = None;
+    let mut resync: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let item = tokio::select! {
             item = feed.recv() => item,
-            () = sleep_until(retry_resync_at) => Some(Feed::Resubscribed),
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => None,
         };
-        let (Some(item), Some(hub)) = (item, hub.upgrade()) else {
-            return;
+        let (Some(item), Some(inner)) = (item, hub.upgrade()) else {
+            break;
         };
         match item {
-            Feed::Message(message) => hub.accept(message).await,
-            Feed::Resubscribed if hub.resync().await => {
-                retry_resync_at = None;
-                backoff.reset();
-            }
+            Feed::Message(message) => inner.accept(message).await,
             Feed::Resubscribed => {
-                retry_resync_at = Some(tokio::time::Instant::now() + backoff.next_delay());
+                // A newer reconnect makes an unfinished re-sync moot.
+                if let Some(previous) = resync.take() {
+                    previous.abort();
+                }
+                resync = Some(tokio::spawn(resync_until_done(
+                    Weak::clone(&hub),
+                    stop.clone(),
+                )));
             }
         }
     }
+    if let Some(resync) = resync {
+        resync.abort();
+    }
 }
 
-/// Sleeps until `at`, or forever if there is no `at`.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// Re-syncs every room, retrying with backoff until all succeed (Redis may
+/// answer the subscription before it answers commands again).
+async fn resync_until_done(hub: Weak<Inner>, stop: CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        let Some(inner) = hub.upgrade() else { return };
+        if inner.resync().await {
+            return;
+        }
+        drop(inner);
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = stop.cancelled() => return,
+        }
     }
 }
 

@@ -92,9 +92,11 @@ pub(super) enum RingRead {
     AtEnd,
     /// The cursor is beyond the last id this instance knows.
     Ahead,
-    /// The ring starts after the cursor; history must answer.
+    /// The ring starts after the cursor; history must answer. `head` is
+    /// what the ring holds from its start (up to the limit), in case history
+    /// does not reach back either.
     Older {
-        ring_first: Option<u64>,
+        head: Vec<Arc<Entry>>,
         last: u64,
     },
 }
@@ -213,8 +215,10 @@ impl Room {
             let start = usize::try_from(after - state.base).unwrap_or(usize::MAX);
             return RingRead::Served(state.ring.iter().skip(start).take(limit).cloned().collect());
         }
-        let ring_first = (!state.ring.is_empty()).then_some(state.base + 1);
-        RingRead::Older { ring_first, last }
+        RingRead::Older {
+            head: state.ring.iter().take(limit).cloned().collect(),
+            last,
+        }
     }
 
     /// The newest `limit` messages if the ring can tell them all.
@@ -267,11 +271,13 @@ impl Room {
     }
 
     /// Marks the room retired if nobody uses it and nothing happened in it
-    /// for `idle`. Called by the sweeper with the hub's room map locked.
+    /// for `idle` (or it holds no message at all: someone only asked about
+    /// it, and keeping it would let made-up room names fill the memory).
+    /// Called by the sweeper with the hub's room map locked.
     pub(super) fn retire_if_idle(&self, idle: Duration) -> bool {
         let mut state = self.lock();
         let unused = state.subscribers.is_empty() && self.last_id.receiver_count() == 0;
-        if unused && state.last_activity.elapsed() >= idle {
+        if unused && (state.ring.is_empty() || state.last_activity.elapsed() >= idle) {
             state.retired = true;
         }
         state.retired

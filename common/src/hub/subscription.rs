@@ -14,13 +14,19 @@
 //! notice; the hub cuts its connection instead (see `Slot::evict`).
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use super::room::{Room, SlotShared};
-use super::{Disconnect, Entry, Gap, Inner, READ_BATCH};
+use super::{Disconnect, Entry, Gap, Inner, Page, READ_BATCH};
 use crate::broker::BrokerError;
+
+/// A read from the ring or history that outlives the `next()` call that
+/// started it.
+type Read = Pin<Box<dyn Future<Output = Result<Page, BrokerError>> + Send>>;
 
 /// What a subscription hands its transport next.
 #[derive(Debug)]
@@ -42,7 +48,6 @@ pub enum SubscriptionEnded {
     Broker(#[from] BrokerError),
 }
 
-#[derive(Debug)]
 pub struct Subscription {
     hub: Arc<Inner>,
     room: Arc<Room>,
@@ -55,6 +60,11 @@ pub struct Subscription {
     backlog: VecDeque<Arc<Entry>>,
     /// Whether history must be read before taking from the queue again.
     catching_up: bool,
+    /// The catch-up read under way. Kept across calls: when `next()` is
+    /// cancelled (a WebSocket frame arrived first), the read resumes instead
+    /// of starting over, so a chatty client cannot make the server re-read
+    /// history again and again.
+    reading: Option<Read>,
     /// Set after being dropped for a full queue: a gap found while catching
     /// up then means the client is too slow, not that history was lost.
     lagged: bool,
@@ -77,6 +87,7 @@ impl Subscription {
             cursor: after.unwrap_or(last),
             backlog: VecDeque::new(),
             catching_up: true,
+            reading: None,
             lagged: false,
         })
     }
@@ -120,10 +131,19 @@ impl Subscription {
     /// Reads the next batch after the cursor into the backlog. Caught up once
     /// a read comes back empty.
     async fn catch_up(&mut self) -> Result<Option<Gap>, SubscriptionEnded> {
-        let page = self
-            .hub
-            .read_after(&self.room, self.cursor, READ_BATCH)
-            .await?;
+        let read = match &mut self.reading {
+            Some(read) => read,
+            unstarted => {
+                let (hub, room, cursor) =
+                    (Arc::clone(&self.hub), Arc::clone(&self.room), self.cursor);
+                unstarted.insert(Box::pin(async move {
+                    hub.read_after(&room, cursor, READ_BATCH).await
+                }))
+            }
+        };
+        let page = read.as_mut().await;
+        self.reading = None;
+        let page = page?;
         if page.is_empty() {
             self.catching_up = false;
             self.lagged = false;
@@ -153,8 +173,21 @@ impl Subscription {
     }
 }
 
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("room", &self.room.name)
+            .field("cursor", &self.cursor)
+            .field("catching_up", &self.catching_up)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
+        // Stands down a slow-client timer that may be running: the
+        // connection may live on for another request.
+        self.slot.noticed();
         self.room.leave(&self.slot);
     }
 }

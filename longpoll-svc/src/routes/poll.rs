@@ -36,7 +36,7 @@ pub(super) async fn poll(
     match wait_for_messages(&state, &room, after, Config::POLL_BATCH, deadline).await? {
         Waited::Messages { page, live } => {
             for entry in &page.entries {
-                state.metrics.record_delivery(entry.message.ts, live);
+                state.metrics.record_delivery(entry.ts, live);
             }
             let mut extra = format!(r#","cursor":{}"#, page.cursor(after));
             if page.gap.is_some() {

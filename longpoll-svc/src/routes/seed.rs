@@ -33,7 +33,7 @@ pub(super) async fn get_messages(state: web::Data<AppState>) -> Result<HttpRespo
                     after = page.cursor(after);
                     continue;
                 };
-                state.metrics.record_delivery(entry.message.ts, live);
+                state.metrics.record_delivery(entry.ts, live);
                 return Ok(HttpResponse::Ok()
                     .insert_header(("Cache-Control", "no-store"))
                     .content_type("application/json")

@@ -24,15 +24,23 @@ pub(super) async fn events(
     let cursor = resume_cursor(&request, &query)?;
     let mut response = event_stream_response();
     if state.is_shutting_down() {
-        // A stream that ends at once: the browser reconnects (after `retry`)
+        // The browser reconnects (after `retry`), through the load balancer
         // to another instance. An error status would make it give up.
-        return Ok(response.streaming(futures_util::stream::once(async {
-            Ok::<_, Infallible>(frame::RETRY)
-        })));
+        return Ok(response.streaming(retry_later()));
     }
     let on_stall =
         Disconnector::for_request(&request).map(|cut| Disconnect::new(move || cut.disconnect()));
-    let subscription = state.hub.subscribe(&room, cursor, on_stall).await?;
+    let subscription = match state.hub.subscribe(&room, cursor, on_stall).await {
+        Ok(subscription) => subscription,
+        // Redis is down and this instance does not know the room yet. A 503
+        // would make a browser's EventSource give up for good; an empty
+        // stream makes it try again in 3 s.
+        Err(err) if err.is_transient() => {
+            log::warn!("event stream for room {room} deferred: {err}");
+            return Ok(response.streaming(retry_later()));
+        }
+        Err(err) => return Err(err.into()),
+    };
     let stream = EventStream {
         _connected: state.metrics.connection(),
         heartbeat: heartbeat(&state),
@@ -41,6 +49,11 @@ pub(super) async fn events(
         opened: false,
     };
     Ok(response.streaming(stream.into_stream()))
+}
+
+/// A stream that only says `retry: 3000` and ends: "come back later".
+fn retry_later() -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
+    futures_util::stream::once(async { Ok(frame::RETRY) })
 }
 
 fn event_stream_response() -> actix_web::HttpResponseBuilder {
@@ -54,7 +67,10 @@ fn event_stream_response() -> actix_web::HttpResponseBuilder {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-cache, no-transform"),
         ))
-        .insert_header(("x-accel-buffering", HeaderValue::from_static("no")));
+        .insert_header(("x-accel-buffering", HeaderValue::from_static("no")))
+        // One stream per connection: when it ends, so does the connection,
+        // and nothing else can be hit by a slow-client cut meant for it.
+        .force_close();
     response
 }
 
@@ -125,8 +141,7 @@ impl EventStream {
             () = self.state.shutdown.cancelled() => None,
             delivery = self.subscription.next() => match delivery {
                 Ok(Delivery::Message { entry, live }) => {
-                    self.heartbeat.reset();
-                    self.state.metrics.record_delivery(entry.message.ts, live);
+                    self.state.metrics.record_delivery(entry.ts, live);
                     Some(entry.frame.as_bytes().clone())
                 }
                 Ok(Delivery::Gap(gap)) => Some(frame::gap(gap)),

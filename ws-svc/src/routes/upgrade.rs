@@ -1,9 +1,9 @@
 //! `GET /rooms/{room}/ws?after=`: the WebSocket upgrade.
 //!
 //! Everything that can be refused is checked before upgrading, so a refusal
-//! is a plain HTTP answer with a JSON body: a foreign `Origin` (403), a bad
-//! room (404) or cursor (400), a broker that cannot tell where the room
-//! stands (503).
+//! is a plain HTTP answer with a JSON body: no upgrade asked for (426), a
+//! foreign `Origin` (403), a bad room (404), cursor or handshake (400), a
+//! broker that cannot tell where the room stands (503).
 
 use std::collections::HashMap;
 
@@ -23,6 +23,9 @@ pub(super) async fn upgrade(
     query: web::Query<HashMap<String, String>>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    if !wants_websocket(&request) {
+        return Err(ApiError::UpgradeRequired);
+    }
     check_origin(&request, &state.config.allowed_origins)?;
     let after: Option<u64> =
         optional_param(query.get("after"), "after", "a message id (0 or more)")?;
@@ -32,11 +35,21 @@ pub(super) async fn upgrade(
     let on_stall =
         Disconnector::for_request(&request).map(|cut| Disconnect::new(move || cut.disconnect()));
     let subscription = state.hub.subscribe(&room, after, on_stall).await?;
-    let (response, session, frames) = actix_ws::handle(&request, body)
-        .map_err(|err| ApiError::UpgradeRequired(err.to_string()))?;
+    let (response, session, frames) =
+        actix_ws::handle(&request, body).map_err(|err| ApiError::BadHandshake(err.to_string()))?;
     let connection = Connection::new(state, room, session, frames, subscription);
     actix_web::rt::spawn(connection.run());
     Ok(response)
+}
+
+/// Whether the request asks for a WebSocket at all (`Upgrade: websocket`);
+/// one that does but gets the rest wrong is a bad handshake instead.
+fn wants_websocket(request: &HttpRequest) -> bool {
+    request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
 }
 
 /// Browsers send cookies with WebSocket upgrades and CORS does not apply to
