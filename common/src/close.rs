@@ -59,10 +59,17 @@ pub const RESTART: Goodbye = Goodbye {
     reason: "service restart; reconnect with after=<last id>",
     reconnect: true,
 };
-/// The client fell further behind than history reaches, or its messages
-/// could not be fetched: try again with the cursor.
+/// The client fell further behind than history reaches: reconnect with the
+/// cursor (and be told about the gap).
 pub const TRY_AGAIN: Goodbye = Goodbye {
     code: 1013,
     reason: "too far behind; reconnect with after=<last id>",
+    reconnect: true,
+};
+/// Catching the client up needs history, and the broker cannot answer right
+/// now: try again in a moment.
+pub const CANNOT_CATCH_UP: Goodbye = Goodbye {
+    code: 1013,
+    reason: "history unavailable right now; reconnect with after=<last id>",
     reconnect: true,
 };

@@ -179,11 +179,23 @@ impl RawSseClient {
 
     /// Reads until the response ends, the connection closes, `messages`
     /// messages have arrived, or `within` passes; then parses.
-    pub fn read_for(mut self, within: Duration, messages: usize) -> RawSseRead {
+    pub fn read_for(self, within: Duration, messages: usize) -> RawSseRead {
+        self.read_paced(within, messages, 64 * 1024, Duration::ZERO)
+    }
+
+    /// Like [`Self::read_for`], but at most `chunk` bytes at a time with a
+    /// `pause` after each: a slow but steady reader.
+    pub fn read_paced(
+        mut self,
+        within: Duration,
+        messages: usize,
+        chunk: usize,
+        pause: Duration,
+    ) -> RawSseRead {
         use std::io::Read;
         let deadline = std::time::Instant::now() + within;
         let mut raw = Vec::new();
-        let mut buffer = vec![0u8; 64 * 1024];
+        let mut buffer = vec![0u8; chunk];
         let mut closed = false;
         let mut counter = MessageCounter::default();
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
@@ -200,6 +212,7 @@ impl RawSseClient {
                     if raw.ends_with(b"\r\n0\r\n\r\n") || counter.complete(&raw) >= messages {
                         break;
                     }
+                    std::thread::sleep(pause);
                 }
                 Err(err)
                     if matches!(

@@ -305,22 +305,73 @@ async fn the_gateway_routes_every_path_to_the_right_service() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_gateway_answers_json_503_when_no_instance_of_a_service_is_up() {
+async fn with_services_down_the_gateway_fails_over_and_answers_in_the_api_shape() {
     let mut cluster = Cluster::start(1, &[]).await;
     let gateway = Gateway::start(&cluster).await;
-    cluster.instance_mut(Transport::LongPoll, 0).kill();
+    let client = chat_tests::app::client();
+    cluster.instance_mut(Transport::Sse, 0).kill();
+    cluster.instance_mut(Transport::Ws, 0).kill();
 
-    let response = chat_tests::app::client()
+    // Browsers' EventSource must not be told to give up: 200 and `retry`.
+    let events = client
+        .get(gateway.url("/rooms/gw/events"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(events.status(), 200);
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    assert_eq!(&events.bytes().await.expect("body")[..], b"retry: 3000\n\n");
+
+    // Publishes go to whichever service is still up.
+    for n in 0..12 {
+        let response = client
+            .post(gateway.url("/rooms/gw/messages"))
+            .json(&json!({"message": format!("m{n}")}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 201, "publish {n} failed over");
+    }
+
+    // Nothing up: a JSON 503 that a page on another origin can read.
+    cluster.instance_mut(Transport::LongPoll, 0).kill();
+    let response = client
+        .post(gateway.url("/rooms/gw/messages"))
+        .header("origin", "http://localhost:3000")
+        .json(&json!({"message": "nobody home"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(
+        response
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+    assert_eq!(
+        response.json::<Value>().await.expect("JSON")["error"],
+        "service_unavailable"
+    );
+    let poll = client
         .get(gateway.url("/rooms/gw/poll?timeout=1"))
         .send()
         .await
         .expect("sent");
+    assert_eq!(poll.status(), 503);
 
-    assert_eq!(response.status(), 503);
-    assert!(response.headers().contains_key("retry-after"));
+    // The gateway's own refusals are JSON too.
+    let huge = json!({"message": "x".repeat(3 * 1024 * 1024)});
+    let too_large = client
+        .post(gateway.url("/rooms/gw/messages"))
+        .json(&huge)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(too_large.status(), 413);
     assert_eq!(
-        response.json::<Value>().await.expect("JSON")["error"],
-        "service_unavailable"
+        too_large.json::<Value>().await.expect("JSON")["error"],
+        "payload_too_large"
     );
 }
 

@@ -559,6 +559,54 @@ async fn fall_behind(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_slowly_but_steadily_is_never_cut_off() {
+    let redis = RedisServer::start().await;
+    let service = ServiceProcess::start(
+        "sse-svc",
+        Some(&redis),
+        &[
+            ("CLIENT_QUEUE_LEN", "256".into()),
+            ("HISTORY_LEN", "5000".into()),
+            ("SLOW_CLIENT_TIMEOUT_SECS", "1".into()),
+        ],
+    )
+    .await;
+    let reader = RawSseClient::connect(service.port, "/rooms/steady/events?after=0", 4096);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // 1,200 messages of 4 KB (more than the socket buffers hold) arrive
+    // faster than the client reads (4 KB every 5 ms): it falls behind, and
+    // draining its full queue of 256 takes longer than the slow-client
+    // timeout. It keeps reading, so it must not be cut off.
+    let flooding = tokio::spawn({
+        let base = service.base.clone();
+        async move { chat_tests::app::flood(&base, "steady", 1200, 4000).await }
+    });
+    let read = tokio::task::spawn_blocking(move || {
+        reader.read_paced(
+            Duration::from_secs(60),
+            1200,
+            4096,
+            Duration::from_millis(5),
+        )
+    })
+    .await
+    .expect("reader");
+    flooding.await.expect("flood");
+
+    assert_ids_1_to(&read.messages, 1200, "all of them, in order");
+    assert!(!read.closed, "a client that reads is not cut off");
+    assert!(
+        service.metric("chat_slow_clients_total").await >= 1.0,
+        "it did fall behind"
+    );
+    assert_eq!(
+        service.metric("chat_slow_clients_disconnected_total").await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_falls_behind_is_caught_up_from_history() {
     let (_redis, service, read) = fall_behind(5000).await;
 

@@ -238,7 +238,10 @@ impl Connection {
                     "closing a WebSocket at id {}: {ended}",
                     self.subscription.cursor()
                 );
-                Step::Close(close::TRY_AGAIN)
+                Step::Close(match ended {
+                    SubscriptionEnded::TooSlow => close::TRY_AGAIN,
+                    SubscriptionEnded::Broker(_) => close::CANNOT_CATCH_UP,
+                })
             }
         }
     }

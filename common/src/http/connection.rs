@@ -1,12 +1,12 @@
-//! Cutting a client's connection from outside its request.
+//! Watching and cutting a client's connection from outside its request.
 //!
 //! A client that stops reading leaves its response stuck: the server stops
 //! polling the response body once the socket's buffers are full, so the
 //! stream cannot notice anything, and neither actix-web nor TCP gives up on
 //! a peer that still acknowledges with a zero window. The hub notices (the
-//! client's queue stays full) and calls a [`Disconnector`], which shuts the
-//! socket down; actix-web then sees the error and drops the connection and
-//! everything it holds.
+//! client's queue stays full and nothing it is owed moves) through a
+//! [`Disconnector`], which then shuts the socket down; actix-web sees the
+//! error and drops the connection and everything it holds.
 
 use std::any::Any;
 use std::net::Shutdown;
@@ -16,6 +16,8 @@ use std::time::Duration;
 use actix_web::HttpRequest;
 use actix_web::dev::Extensions;
 use actix_web::rt::net::TcpStream;
+
+use crate::hub::ClientSocket;
 
 /// The raw descriptor of a connection's socket, stored per connection.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +44,8 @@ pub fn remember_socket(
     }
 }
 
-/// Can shut down one client's connection, for as long as it is held.
+/// Can watch and shut down one client's connection, for as long as it is
+/// held.
 #[derive(Debug)]
 pub struct Disconnector(OwnedFd);
 
@@ -64,5 +67,22 @@ impl Disconnector {
     /// end; the server's own reads and writes fail, which ends the request.
     pub fn disconnect(&self) {
         let _ = socket2::SockRef::from(&self.0).shutdown(Shutdown::Both);
+    }
+}
+
+impl ClientSocket for Disconnector {
+    /// The socket's send queue (`TIOCOUTQ`): bytes written but not yet
+    /// acknowledged by the client. It shrinks as the client reads.
+    fn unsent_bytes(&self) -> Option<u64> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: `self.0` is an open socket descriptor we own; TIOCOUTQ
+        // writes one `c_int` through the pointer, which points at one.
+        #[allow(unsafe_code)]
+        let result = unsafe { libc::ioctl(self.0.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        (result == 0).then(|| u64::try_from(queued).unwrap_or(0))
+    }
+
+    fn cut(&self) {
+        self.disconnect();
     }
 }

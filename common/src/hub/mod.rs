@@ -31,7 +31,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use self::room::{Append, RingRead, Room};
+use self::room::{Append, IfBehind, RingRead, Room};
 pub use self::subscription::{Delivery, Subscription, SubscriptionEnded};
 use crate::backoff::Backoff;
 use crate::broker::{Broker, BrokerError, Feed};
@@ -49,26 +49,20 @@ pub struct Framing {
 /// Frames a message for this instance's transport.
 pub type Framer = fn(&Message) -> Framing;
 
-/// Cuts a client's connection; given by transports that can (see
+/// A streaming client's socket, as far as the hub needs it: to tell whether
+/// the client still takes data, and to cut it off when it does not (see
 /// [`crate::http::Disconnector`]).
-#[derive(Clone)]
-pub struct Disconnect(Arc<dyn Fn() + Send + Sync>);
+pub trait ClientSocket: Send + Sync + std::fmt::Debug {
+    /// Bytes the kernel still holds for the client: sent but not yet
+    /// acknowledged, or not sent yet. `None` if it cannot tell.
+    fn unsent_bytes(&self) -> Option<u64>;
 
-impl Disconnect {
-    pub fn new(cut: impl Fn() + Send + Sync + 'static) -> Self {
-        Disconnect(Arc::new(cut))
-    }
-
-    fn run(&self) {
-        (self.0)();
-    }
+    /// Shuts the connection down both ways.
+    fn cut(&self);
 }
 
-impl std::fmt::Debug for Disconnect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Disconnect")
-    }
-}
+/// A shared [`ClientSocket`].
+pub type Socket = Arc<dyn ClientSocket>;
 
 /// A message ready for clients: serialized once and framed once, in one
 /// buffer (the JSON is a slice of the frame), shared by every recipient.
@@ -178,7 +172,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Rooms re-synced at once after a reconnect.
 const RESYNC_CONCURRENCY: usize = 16;
 /// Reads of a gap from history before giving up on it.
-const GAP_FILL_ATTEMPTS: u32 = 4;
+const GAP_FILL_ATTEMPTS: u32 = 2;
 
 /// A cloneable handle to the instance's hub.
 #[derive(Debug, Clone)]
@@ -304,16 +298,16 @@ impl Hub {
 
     /// Subscribes to a room's messages after `after` (or, without it, after
     /// the room's current last id): replay from the ring or history, then
-    /// live, without gap or duplicate. `on_stall` cuts the client's
-    /// connection if it stops taking data altogether.
+    /// live, without gap or duplicate. With `socket`, a client that takes no
+    /// data at all is cut off; see [`HubSettings::slow_client_timeout`].
     pub async fn subscribe(
         &self,
         room: &RoomName,
         after: Option<u64>,
-        on_stall: Option<Disconnect>,
+        socket: Option<Socket>,
     ) -> Result<Subscription, BrokerError> {
         let room = self.inner.room(room);
-        Subscription::start(Arc::clone(&self.inner), room, after, on_stall).await
+        Subscription::start(Arc::clone(&self.inner), room, after, socket).await
     }
 
     /// Rooms this instance currently holds (for tests and metrics).
@@ -428,7 +422,7 @@ impl Inner {
     async fn accept(&self, message: Message) {
         let room = self.room(&message.room);
         let entry = Entry::new(&message, self.framer);
-        let Append::Behind { last } = room.append(&entry, &self.policy) else {
+        let Append::Behind { last } = room.append(&entry, &self.policy, IfBehind::Report) else {
             return;
         };
         let id = entry.id();
@@ -441,8 +435,9 @@ impl Inner {
     }
 
     /// The messages between `last` and `next` from history. A failed read is
-    /// retried briefly: giving up means the ring starts over at `next` and
-    /// clients are told of a gap that may not be real.
+    /// retried once: giving up means the ring starts over at `next` and
+    /// clients are told of a gap that may not be real, but every room waits
+    /// on this task meanwhile.
     async fn fill(&self, room: &RoomName, last: u64, next: u64) -> Vec<Message> {
         let missing = usize::try_from(next - last - 1).unwrap_or(usize::MAX);
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(400));
@@ -465,14 +460,14 @@ impl Inner {
     /// on (its predecessors are gone from history), the ring starts over.
     fn deliver_in_order(&self, room: &Room, entries: impl Iterator<Item = Arc<Entry>>) {
         for entry in entries {
-            if let Append::Behind { last } = room.append(&entry, &self.policy) {
+            if let Append::Restarted { last } = room.append(&entry, &self.policy, IfBehind::Restart)
+            {
                 log::warn!(
                     "room {}: ids {}..{} are gone from history; clients resuming there get a gap",
                     room.name,
                     last + 1,
                     entry.id()
                 );
-                room.restart_at(&entry, &self.policy);
             }
         }
     }

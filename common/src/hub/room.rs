@@ -10,14 +10,14 @@
 //! pointer copies and non-blocking queue pushes, never an `.await`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
-use super::{Disconnect, Entry, Policy};
+use super::{Entry, Policy, Socket};
 use crate::message::RoomName;
 
 #[derive(Debug)]
@@ -54,21 +54,28 @@ impl RoomState {
 struct Slot {
     queue: mpsc::Sender<Arc<Entry>>,
     shared: Arc<SlotShared>,
-    on_stall: Option<Disconnect>,
+    socket: Option<Socket>,
 }
 
 /// What a slot and its [`Subscription`](super::Subscription) both see.
 #[derive(Debug, Default)]
 pub(super) struct SlotShared {
     /// Set when the slot is dropped for a full queue; cleared when the
-    /// subscriber notices. Still set after the slow-client timeout means the
-    /// client takes no data at all, and its connection is cut.
+    /// subscriber notices (it drained the queue and joins again).
     lagging: AtomicBool,
+    /// Messages the subscriber has taken from its queue: while it lags, a
+    /// count that stops moving for the slow-client timeout means the client
+    /// takes no data at all, and its connection is cut.
+    taken: AtomicU64,
 }
 
 impl SlotShared {
     pub(super) fn noticed(&self) {
         self.lagging.store(false, Ordering::Release);
+    }
+
+    pub(super) fn took_one(&self) {
+        self.taken.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -82,6 +89,21 @@ pub(super) enum Append {
     Behind {
         last: u64,
     },
+    /// Ids between the room's last and this one are gone for good: the ring
+    /// started over at this message.
+    Restarted {
+        last: u64,
+    },
+}
+
+/// What to do with a message whose predecessors are missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum IfBehind {
+    /// Leave the ring as it is and say so ([`Append::Behind`]): the caller
+    /// will look for the missing ones.
+    Report,
+    /// They were looked for and are gone: start the ring over here.
+    Restart,
 }
 
 /// What the ring can say about the messages after a cursor.
@@ -148,8 +170,18 @@ impl Room {
     }
 
     /// Offers the next message. Appends it only if it is exactly the next id,
-    /// so the ring stays contiguous.
-    pub(super) fn append(&self, entry: &Arc<Entry>, policy: &Policy) -> Append {
+    /// so the ring stays contiguous. Decided in one look at the ring: the
+    /// ingest task and a re-sync may offer messages at the same time.
+    ///
+    /// Restarting the ring drops what it held before `entry`: those ids are
+    /// gone from history and will never arrive. Subscribers see the jump
+    /// and ask history, which tells them about the gap.
+    pub(super) fn append(
+        &self,
+        entry: &Arc<Entry>,
+        policy: &Policy,
+        if_behind: IfBehind,
+    ) -> Append {
         let mut state = self.lock();
         let id = entry.id();
         if !state.synced {
@@ -161,21 +193,16 @@ impl Room {
             return Append::Duplicate;
         }
         if id > last + 1 {
-            return Append::Behind { last };
+            if if_behind == IfBehind::Report {
+                return Append::Behind { last };
+            }
+            state.ring.clear();
+            state.base = id - 1;
+            self.push(&mut state, entry, policy);
+            return Append::Restarted { last };
         }
         self.push(&mut state, entry, policy);
         Append::Appended
-    }
-
-    /// Starts the ring over at `entry`: the ids before it are gone from
-    /// history and will never arrive. Subscribers see the jump and ask
-    /// history, which tells them about the gap.
-    pub(super) fn restart_at(&self, entry: &Arc<Entry>, policy: &Policy) {
-        let mut state = self.lock();
-        state.synced = true;
-        state.ring.clear();
-        state.base = entry.id() - 1;
-        self.push(&mut state, entry, policy);
     }
 
     fn push(&self, state: &mut RoomState, entry: &Arc<Entry>, policy: &Policy) {
@@ -236,7 +263,7 @@ impl Room {
     pub(super) fn join(
         &self,
         policy: &Policy,
-        on_stall: Option<Disconnect>,
+        socket: Option<Socket>,
     ) -> Option<(Arc<SlotShared>, mpsc::Receiver<Arc<Entry>>, u64)> {
         let mut state = self.lock();
         if state.retired || !state.synced {
@@ -247,7 +274,7 @@ impl Room {
         state.subscribers.push(Slot {
             queue,
             shared: Arc::clone(&shared),
-            on_stall,
+            socket,
         });
         Some((shared, receiver, state.last()))
     }
@@ -286,21 +313,36 @@ impl Room {
 
 impl Slot {
     /// Drops the subscriber from the fan-out (its queue closes once drained)
-    /// and, if the transport can cut its connection, gives it the policy's
-    /// slow-client timeout to notice before doing so.
+    /// and, if the transport can cut its connection, cuts it should the
+    /// client take nothing from its queue for a whole slow-client timeout.
     fn evict(&self, policy: &Policy) {
         self.shared.lagging.store(true, Ordering::Release);
-        let Some(disconnect) = self.on_stall.clone() else {
+        let Some(socket) = self.socket.clone() else {
             return;
         };
         let shared = Arc::clone(&self.shared);
         let disconnected = policy.metrics.slow_clients_disconnected.clone();
         let stall = policy.slow_client_timeout;
         tokio::spawn(async move {
-            tokio::time::sleep(stall).await;
-            if shared.lagging.load(Ordering::Acquire) {
-                disconnected.inc();
-                disconnect.run();
+            // A client that reads, however slowly, shows progress: it takes
+            // messages from its queue, or (when the kernel's buffers are
+            // large and the server is not even asked for more) the bytes
+            // waiting for it change as it acknowledges them. One that shows
+            // neither for a whole timeout takes no data at all.
+            let progress = || (shared.taken.load(Ordering::Relaxed), socket.unsent_bytes());
+            let mut seen = progress();
+            loop {
+                tokio::time::sleep(stall).await;
+                if !shared.lagging.load(Ordering::Acquire) {
+                    return;
+                }
+                let now = progress();
+                if now == seen {
+                    disconnected.inc();
+                    socket.cut();
+                    return;
+                }
+                seen = now;
             }
         });
     }

@@ -11,7 +11,8 @@
 //! is too slow to serve and the subscription ends with
 //! [`SubscriptionEnded::TooSlow`]; the client reconnects with its cursor and
 //! is told about the gap. A client that takes no data at all never gets to
-//! notice; the hub cuts its connection instead (see `Slot::evict`).
+//! notice; the hub cuts its connection instead (see `Slot::evict`), which is
+//! why every message taken from the queue counts as progress.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::room::{Room, SlotShared};
-use super::{Disconnect, Entry, Gap, Inner, Page, READ_BATCH};
+use super::{Entry, Gap, Inner, Page, READ_BATCH, Socket};
 use crate::broker::BrokerError;
 
 /// A read from the ring or history that outlives the `next()` call that
@@ -53,7 +54,7 @@ pub struct Subscription {
     room: Arc<Room>,
     slot: Arc<SlotShared>,
     queue: mpsc::Receiver<Arc<Entry>>,
-    on_stall: Option<Disconnect>,
+    socket: Option<Socket>,
     /// The last id handed out.
     cursor: u64,
     /// Read from the ring or history, not yet handed out.
@@ -75,15 +76,15 @@ impl Subscription {
         hub: Arc<Inner>,
         room: Arc<Room>,
         after: Option<u64>,
-        on_stall: Option<Disconnect>,
+        socket: Option<Socket>,
     ) -> Result<Self, BrokerError> {
-        let (room, slot, queue, last) = join(&hub, room, on_stall.clone()).await?;
+        let (room, slot, queue, last) = join(&hub, room, socket.clone()).await?;
         Ok(Subscription {
             hub,
             room,
             slot,
             queue,
-            on_stall,
+            socket,
             cursor: after.unwrap_or(last),
             backlog: VecDeque::new(),
             catching_up: true,
@@ -114,7 +115,11 @@ impl Subscription {
                 }
                 continue;
             }
-            match self.queue.recv().await {
+            let next = self.queue.recv().await;
+            if next.is_some() {
+                self.slot.took_one();
+            }
+            match next {
                 Some(entry) if entry.id() <= self.cursor => {}
                 Some(entry) if entry.id() == self.cursor + 1 => {
                     self.cursor = entry.id();
@@ -165,7 +170,7 @@ impl Subscription {
         self.slot.noticed();
         self.room.leave(&self.slot);
         let (room, slot, queue, _) =
-            join(&self.hub, Arc::clone(&self.room), self.on_stall.clone()).await?;
+            join(&self.hub, Arc::clone(&self.room), self.socket.clone()).await?;
         (self.room, self.slot, self.queue) = (room, slot, queue);
         self.catching_up = true;
         self.lagged = true;
@@ -201,11 +206,11 @@ type Joined = (Arc<Room>, Arc<SlotShared>, mpsc::Receiver<Arc<Entry>>, u64);
 async fn join(
     hub: &Inner,
     mut room: Arc<Room>,
-    on_stall: Option<Disconnect>,
+    socket: Option<Socket>,
 ) -> Result<Joined, BrokerError> {
     loop {
         hub.sync(&room).await?;
-        if let Some((slot, queue, last)) = room.join(&hub.policy, on_stall.clone()) {
+        if let Some((slot, queue, last)) = room.join(&hub.policy, socket.clone()) {
             return Ok((room, slot, queue, last));
         }
         room = hub.room(&room.name);

@@ -2,13 +2,14 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use common::ApiError;
 use common::http::{AppState, Disconnector, RoomPath, optional_param};
-use common::hub::{Delivery, Disconnect, Subscription};
+use common::hub::{Delivery, Socket, Subscription};
 use common::metrics::ConnectionGuard;
 use futures_util::Stream;
 use tokio::time::{Instant, Interval};
@@ -28,9 +29,8 @@ pub(super) async fn events(
         // to another instance. An error status would make it give up.
         return Ok(response.streaming(retry_later()));
     }
-    let on_stall =
-        Disconnector::for_request(&request).map(|cut| Disconnect::new(move || cut.disconnect()));
-    let subscription = match state.hub.subscribe(&room, cursor, on_stall).await {
+    let socket = Disconnector::for_request(&request).map(|socket| Arc::new(socket) as Socket);
+    let subscription = match state.hub.subscribe(&room, cursor, socket).await {
         Ok(subscription) => subscription,
         // Redis is down and this instance does not know the room yet. A 503
         // would make a browser's EventSource give up for good; an empty

@@ -6,13 +6,14 @@
 //! broker that cannot tell where the room stands (503).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use common::ApiError;
 use common::config::AllowedOrigins;
 use common::http::{AppState, Disconnector, RoomPath, optional_param};
-use common::hub::Disconnect;
+use common::hub::Socket;
 
 use crate::connection::Connection;
 
@@ -32,9 +33,8 @@ pub(super) async fn upgrade(
     if state.is_shutting_down() {
         return Err(ApiError::ShuttingDown);
     }
-    let on_stall =
-        Disconnector::for_request(&request).map(|cut| Disconnect::new(move || cut.disconnect()));
-    let subscription = state.hub.subscribe(&room, after, on_stall).await?;
+    let socket = Disconnector::for_request(&request).map(|socket| Arc::new(socket) as Socket);
+    let subscription = state.hub.subscribe(&room, after, socket).await?;
     let (response, session, frames) =
         actix_ws::handle(&request, body).map_err(|err| ApiError::BadHandshake(err.to_string()))?;
     let connection = Connection::new(state, room, session, frames, subscription);
