@@ -201,6 +201,22 @@ fn the_compose_gateway_configuration_is_valid_nginx() {
     );
 }
 
+/// A publish of `size` characters through the gateway gets a JSON 413.
+async fn assert_refused_as_too_large(client: &reqwest::Client, gateway: &Gateway, size: usize) {
+    let huge = json!({"message": "x".repeat(size)});
+    let response = client
+        .post(gateway.url("/rooms/gw/messages"))
+        .json(&huge)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        response.json::<Value>().await.expect("JSON")["error"],
+        "payload_too_large"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_routes_every_path_to_the_right_service() {
     let cluster = Cluster::start(1, &[]).await;
@@ -290,18 +306,7 @@ async fn the_gateway_routes_every_path_to_the_right_service() {
         missing.json::<Value>().await.expect("JSON")["error"],
         "not_found"
     );
-    let huge = json!({"message": "x".repeat(1024 * 1024)});
-    let too_large = client
-        .post(gateway.url("/rooms/gw/messages"))
-        .json(&huge)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(too_large.status(), 413);
-    assert_eq!(
-        too_large.json::<Value>().await.expect("JSON")["error"],
-        "payload_too_large"
-    );
+    assert_refused_as_too_large(&client, &gateway, 1024 * 1024).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,18 +366,7 @@ async fn with_services_down_the_gateway_fails_over_and_answers_in_the_api_shape(
     assert_eq!(poll.status(), 503);
 
     // The gateway's own refusals are JSON too.
-    let huge = json!({"message": "x".repeat(3 * 1024 * 1024)});
-    let too_large = client
-        .post(gateway.url("/rooms/gw/messages"))
-        .json(&huge)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(too_large.status(), 413);
-    assert_eq!(
-        too_large.json::<Value>().await.expect("JSON")["error"],
-        "payload_too_large"
-    );
+    assert_refused_as_too_large(&client, &gateway, 3 * 1024 * 1024).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
