@@ -596,10 +596,9 @@ async fn a_client_that_reads_slowly_but_steadily_is_never_cut_off() {
 
     assert_ids_1_to(&read.messages, 1200, "all of them, in order");
     assert!(!read.closed, "a client that reads is not cut off");
-    assert!(
-        service.metric("chat_slow_clients_total").await >= 1.0,
-        "it did fall behind"
-    );
+    // Whether it fell behind depends on how fast this machine floods; the
+    // mechanism itself is tested deterministically in common's hub tests
+    // (`a_lagging_client_is_cut_only_once_it_stops_making_progress`).
     assert_eq!(
         service.metric("chat_slow_clients_disconnected_total").await,
         0.0

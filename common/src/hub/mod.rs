@@ -591,3 +591,119 @@ async fn sweep(hub: Weak<Inner>, stop: CancellationToken) {
         hub.retire_idle_rooms();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::broker::MemoryBroker;
+    use crate::message::{Author, MessageText, Via};
+
+    /// A socket whose unsent bytes the test moves, and that counts cuts.
+    #[derive(Debug, Default)]
+    struct FakeSocket {
+        unsent: AtomicU64,
+        cuts: AtomicU64,
+    }
+
+    impl ClientSocket for FakeSocket {
+        fn unsent_bytes(&self) -> Option<u64> {
+            Some(self.unsent.load(Ordering::Relaxed))
+        }
+
+        fn cut(&self) {
+            self.cuts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn plain(_: &Message) -> Framing {
+        Framing {
+            prefix: String::new(),
+            suffix: "",
+        }
+    }
+
+    fn hub(queue_len: usize, slow_client_timeout: Duration) -> Hub {
+        let counter = |name: &str| IntCounter::new(name, "test").expect("a counter");
+        Hub::start(
+            Arc::new(MemoryBroker::new(100)),
+            HubSettings {
+                ring_len: 10,
+                queue_len,
+                slow_client_timeout,
+                room_idle: Duration::from_secs(600),
+            },
+            plain,
+            HubMetrics {
+                slow_clients: counter("slow"),
+                slow_clients_disconnected: counter("cut"),
+            },
+        )
+    }
+
+    fn draft(room: &RoomName, text: &str) -> Draft {
+        Draft {
+            room: room.clone(),
+            author: Author::parse(None).expect("anonymous"),
+            text: MessageText::parse(Some(text.into()), 100).expect("text"),
+            via: Via::Sse,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_client_is_cut_only_once_it_stops_making_progress() {
+        let hub = hub(2, Duration::from_secs(1));
+        let room = RoomName::parse("lagging").expect("a room");
+        let socket = Arc::new(FakeSocket::default());
+        // Subscribed, but never asked for a message: its queue of 2 fills.
+        let _subscription = hub
+            .subscribe(&room, None, Some(Arc::clone(&socket) as Socket))
+            .await
+            .expect("subscribed");
+        for n in 0..5 {
+            hub.publish(&draft(&room, &n.to_string()))
+                .await
+                .expect("published");
+        }
+
+        // While the kernel's queue for it keeps moving (it reads, slowly),
+        // it is left alone, however long that takes.
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            socket.unsent.fetch_add(4096, Ordering::Relaxed);
+        }
+        assert_eq!(
+            socket.cuts.load(Ordering::Relaxed),
+            0,
+            "a reading client is not cut"
+        );
+
+        // Once nothing moves for a whole timeout, it is cut.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(socket.cuts.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_that_ends_stands_its_slow_client_timer_down() {
+        let hub = hub(2, Duration::from_secs(1));
+        let room = RoomName::parse("ended").expect("a room");
+        let socket = Arc::new(FakeSocket::default());
+        let subscription = hub
+            .subscribe(&room, None, Some(Arc::clone(&socket) as Socket))
+            .await
+            .expect("subscribed");
+        for n in 0..5 {
+            hub.publish(&draft(&room, &n.to_string()))
+                .await
+                .expect("published");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        // The stream ends (the connection may live on for another request).
+        drop(subscription);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+
+        assert_eq!(socket.cuts.load(Ordering::Relaxed), 0);
+    }
+}
