@@ -651,14 +651,13 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_lagging_client_is_cut_only_once_it_stops_making_progress() {
-        let hub = hub(2, Duration::from_secs(1));
+    /// A subscriber that is never asked for a message, while five are
+    /// published: its queue of 2 fills, and it is dropped from the fan-out.
+    async fn overflowing_subscriber(hub: &Hub, socket: &Arc<FakeSocket>) -> Subscription {
         let room = RoomName::parse("lagging").expect("a room");
-        let socket = Arc::new(FakeSocket::default());
-        // Subscribed, but never asked for a message: its queue of 2 fills.
-        let _subscription = hub
-            .subscribe(&room, None, Some(Arc::clone(&socket) as Socket))
+        let socket = Arc::clone(socket) as Socket;
+        let subscription = hub
+            .subscribe(&room, None, Some(socket))
             .await
             .expect("subscribed");
         for n in 0..5 {
@@ -666,6 +665,14 @@ mod tests {
                 .await
                 .expect("published");
         }
+        subscription
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_client_is_cut_only_once_it_stops_making_progress() {
+        let hub = hub(2, Duration::from_secs(1));
+        let socket = Arc::new(FakeSocket::default());
+        let _subscription = overflowing_subscriber(&hub, &socket).await;
 
         // While the kernel's queue for it keeps moving (it reads, slowly),
         // it is left alone, however long that takes.
@@ -687,17 +694,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_subscriber_that_ends_stands_its_slow_client_timer_down() {
         let hub = hub(2, Duration::from_secs(1));
-        let room = RoomName::parse("ended").expect("a room");
         let socket = Arc::new(FakeSocket::default());
-        let subscription = hub
-            .subscribe(&room, None, Some(Arc::clone(&socket) as Socket))
-            .await
-            .expect("subscribed");
-        for n in 0..5 {
-            hub.publish(&draft(&room, &n.to_string()))
-                .await
-                .expect("published");
-        }
+        let subscription = overflowing_subscriber(&hub, &socket).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
 
         // The stream ends (the connection may live on for another request).
