@@ -113,6 +113,24 @@ impl Browser {
         }
     }
 
+    /// Starts a browser and loads `url`: a page of the origin under test,
+    /// so scripts run there are same-origin.
+    pub async fn start_on(url: &str) -> Self {
+        let browser = Self::start().await;
+        browser.driver.goto(url).await.expect("page loads");
+        browser
+    }
+
+    /// Runs `script` in the page with `arguments[0]` = `argument`.
+    pub async fn run_with(&self, script: &str, argument: Value) -> Value {
+        self.driver
+            .execute(script, vec![argument])
+            .await
+            .expect("script runs")
+            .json()
+            .clone()
+    }
+
     /// Runs `script` in the page and returns what it returns.
     pub async fn run(&self, script: &str) -> Value {
         self.driver

@@ -25,11 +25,7 @@ const OPEN_EVENT_SOURCE: &str = r#"
 "#;
 
 async fn open_event_source(browser: &Browser, path: &str) {
-    browser
-        .driver
-        .execute(OPEN_EVENT_SOURCE, vec![json!(path)])
-        .await
-        .expect("EventSource opens");
+    browser.run_with(OPEN_EVENT_SOURCE, json!(path)).await;
 }
 
 fn ids(received: &Value) -> Vec<u64> {
@@ -58,12 +54,7 @@ async fn a_browser_event_source_replays_streams_and_resumes_across_a_restart() {
     publisher
         .publish("web", "alice", "two <script>alert(1)</script>")
         .await;
-    let browser = Browser::start().await;
-    browser
-        .driver
-        .goto(first.url("/healthz"))
-        .await
-        .expect("page loads");
+    let browser = Browser::start_on(&first.url("/healthz")).await;
 
     open_event_source(&browser, "/rooms/web/events?after=0").await;
     browser.wait_for("window.received.length === 2", WAIT).await;
@@ -116,12 +107,7 @@ async fn a_browser_event_source_is_told_about_a_gap() {
     for n in 1..=12 {
         app.publish("web", "alice", &format!("m{n}")).await;
     }
-    let browser = Browser::start().await;
-    browser
-        .driver
-        .goto(app.url("/healthz"))
-        .await
-        .expect("page loads");
+    let browser = Browser::start_on(&app.url("/healthz")).await;
 
     open_event_source(&browser, "/rooms/web/events?after=2").await;
 
@@ -156,18 +142,11 @@ async fn a_browser_websocket_replays_publishes_and_is_told_to_reconnect_on_shutd
         .await;
     app.publish("web", "alice", "one").await;
     app.publish("web", "alice", "two").await;
-    let browser = Browser::start().await;
-    browser
-        .driver
-        .goto(app.url("/healthz"))
-        .await
-        .expect("page loads");
+    let browser = Browser::start_on(&app.url("/healthz")).await;
 
     browser
-        .driver
-        .execute(OPEN_WEBSOCKET, vec![json!("/rooms/web/ws?after=0")])
-        .await
-        .expect("opens");
+        .run_with(OPEN_WEBSOCKET, json!("/rooms/web/ws?after=0"))
+        .await;
     browser.wait_for("window.wsOpened", WAIT).await;
     browser
         .run(r#"window.ws.send(JSON.stringify({type: 'publish', ref: 'b1', author: 'chromium', message: 'from a browser 🙂'}));"#)
@@ -215,19 +194,12 @@ async fn a_browser_on_a_foreign_origin_cannot_open_a_websocket() {
         .var("ALLOWED_ORIGINS", "https://chat.example")
         .spawn()
         .await;
-    let browser = Browser::start().await;
     // The page's origin (http://127.0.0.1:<port>) is not in the list.
-    browser
-        .driver
-        .goto(app.url("/healthz"))
-        .await
-        .expect("page loads");
+    let browser = Browser::start_on(&app.url("/healthz")).await;
 
     browser
-        .driver
-        .execute(OPEN_WEBSOCKET, vec![json!("/rooms/web/ws")])
-        .await
-        .expect("runs");
+        .run_with(OPEN_WEBSOCKET, json!("/rooms/web/ws"))
+        .await;
 
     let closed = browser.wait_for("window.wsClosed", WAIT).await;
     assert_eq!(closed["code"], 1006, "the upgrade was refused: {closed}");

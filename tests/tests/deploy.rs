@@ -431,12 +431,7 @@ async fn clients_behind_the_gateway_survive_losing_an_instance() {
 async fn the_demo_page_sends_and_receives_over_every_transport() {
     let cluster = Cluster::start(1, &[]).await;
     let gateway = Gateway::start(&cluster).await;
-    let browser = Browser::start().await;
-    browser
-        .driver
-        .goto(gateway.url("/"))
-        .await
-        .expect("the demo page loads");
+    let browser = Browser::start_on(&gateway.url("/")).await;
     let texts = r#"return Array.from(document.querySelectorAll('#messages li .text')).map((e) => e.textContent);"#;
     browser
         .driver
