@@ -3,7 +3,8 @@
 //! Every value is parsed and range-checked once, at start; a bad one stops
 //! the service with a [`ConfigError`] that names the variable, so a typo in a
 //! deployment fails loudly instead of running with a surprise default.
-//! Service crates read their own extra variables with the same [`Env`].
+//! [`Config`] holds what every service uses; a service crate reads its own
+//! variables (long-poll hold times, WebSocket limits) with the same [`Env`].
 
 use std::fmt::Display;
 use std::ops::RangeInclusive;
@@ -190,7 +191,8 @@ fn is_origin(candidate: &str) -> bool {
     matches!(scheme, "http" | "https") && !host.is_empty() && !rest.contains(['/', '?', '#', ' '])
 }
 
-/// The variables, for `--help`.
+/// The variables every service reads, for `--help` (each service adds its
+/// own).
 pub const ENV_HELP: &str = "\
 Environment variables (an empty value counts as unset):
   HOST                      address to listen on [default: 0.0.0.0]
@@ -199,7 +201,6 @@ Environment variables (an empty value counts as unset):
   REDIS_KEY_PREFIX          prefix of every Redis key and channel [default: chat]
   HISTORY_LEN               messages kept per room in Redis, at least [default: 1000]
   HUB_RING_LEN              recent messages kept per room in memory [default: 256]
-  LONGPOLL_TIMEOUT_SECS     longest a poll is held; caps ?timeout= [default: 30]
   HEARTBEAT_SECS            SSE keep-alive / WebSocket ping interval [default: 15]
   MAX_MESSAGE_CHARS         longest message text, in characters [default: 4096]
   ALLOWED_ORIGINS           `*` or comma-separated origins for CORS and WebSocket [default: *]
@@ -209,9 +210,6 @@ Environment variables (an empty value counts as unset):
   PUBLISH_RATE_PER_SEC      HTTP publishes per second per client address; 0 = off [default: 0]
   PUBLISH_BURST             HTTP publishes allowed at once [default: 2 x rate]
   TRUST_X_REAL_IP           rate-limit by the gateway's X-Real-IP header [default: false]
-  WS_MAX_FRAME_BYTES        largest WebSocket message a client may send [default: 65536]
-  WS_PUBLISH_RATE_PER_SEC   WebSocket publishes per second per connection; 0 = off [default: 200]
-  WS_PUBLISH_BURST          WebSocket publishes allowed at once [default: 1000]
   RUST_LOG                  log filter, e.g. info or common=debug [default: info]";
 
 /// Settings every service shares.
@@ -230,8 +228,6 @@ pub struct Config {
     /// Recent messages kept per room in each instance's memory, to answer
     /// polls and replays without a Redis round trip.
     pub hub_ring_len: usize,
-    /// The longest a poll may be held; also caps what a client may ask for.
-    pub longpoll_timeout: Duration,
     /// Interval of SSE keep-alive comments and WebSocket pings.
     pub heartbeat: Duration,
     pub max_message_chars: usize,
@@ -250,25 +246,9 @@ pub struct Config {
     /// Key the rate limit by the `X-Real-IP` header a trusted gateway sets,
     /// instead of the peer address (which is the gateway's).
     pub trust_x_real_ip: bool,
-    /// ws-svc only (the others ignore them): the largest message a
-    /// WebSocket client may send, whole or in fragments (larger: close 1009).
-    pub ws_max_frame_bytes: usize,
-    /// ws-svc only: publishes per second per WebSocket connection; 0 = off.
-    pub ws_publish_rate_per_sec: u32,
-    /// ws-svc only: publishes a WebSocket connection may make at once.
-    pub ws_publish_burst: u32,
 }
 
 impl Config {
-    /// The default number of messages a poll answers with at most.
-    pub const POLL_BATCH: usize = 100;
-    /// A poll's hold time when the client does not ask for one.
-    pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(25);
-
-    pub fn from_env(default_port: u16) -> Result<Self, ConfigError> {
-        Self::from(&Env::process(), default_port)
-    }
-
     pub fn from(env: &Env<'_>, default_port: u16) -> Result<Self, ConfigError> {
         let allowed_origins = match env.get("ALLOWED_ORIGINS") {
             None => AllowedOrigins::Any,
@@ -325,7 +305,6 @@ impl Config {
             redis_prefix,
             history_len: env.number("HISTORY_LEN", 1000, 1..=10_000_000)?,
             hub_ring_len: env.number("HUB_RING_LEN", 256, 1..=1_000_000)?,
-            longpoll_timeout: env.seconds("LONGPOLL_TIMEOUT_SECS", 30, 1..=3600)?,
             heartbeat: env.seconds("HEARTBEAT_SECS", 15, 1..=3600)?,
             max_message_chars: env.number("MAX_MESSAGE_CHARS", 4096, 1..=1_000_000)?,
             allowed_origins,
@@ -339,21 +318,7 @@ impl Config {
                 1..=1_000_000,
             )?,
             trust_x_real_ip: env.flag("TRUST_X_REAL_IP", false)?,
-            ws_max_frame_bytes: env.number(
-                "WS_MAX_FRAME_BYTES",
-                64 * 1024,
-                1024..=16 * 1024 * 1024,
-            )?,
-            ws_publish_rate_per_sec: env.number("WS_PUBLISH_RATE_PER_SEC", 200, 0..=1_000_000)?,
-            ws_publish_burst: env.number("WS_PUBLISH_BURST", 1000, 1..=1_000_000)?,
         })
-    }
-
-    /// The hold time of a poll that asked for `requested` (or nothing).
-    pub fn poll_timeout(&self, requested: Option<Duration>) -> Duration {
-        requested
-            .unwrap_or(Self::DEFAULT_POLL_TIMEOUT)
-            .min(self.longpoll_timeout)
     }
 
     /// The largest request body worth reading: the longest valid message,
@@ -396,21 +361,6 @@ mod tests {
         assert_eq!(config.heartbeat, Duration::from_secs(15));
         assert_eq!(config.max_message_chars, 4096);
         assert_eq!(config.allowed_origins, AllowedOrigins::Any);
-        assert_eq!(config.poll_timeout(None), Duration::from_secs(25));
-    }
-
-    #[test]
-    fn poll_timeout_is_capped_by_config() {
-        let config = config(&[("LONGPOLL_TIMEOUT_SECS", "10")]).expect("valid");
-        assert_eq!(config.poll_timeout(None), Duration::from_secs(10));
-        assert_eq!(
-            config.poll_timeout(Some(Duration::from_secs(60))),
-            Duration::from_secs(10)
-        );
-        assert_eq!(
-            config.poll_timeout(Some(Duration::from_secs(3))),
-            Duration::from_secs(3)
-        );
     }
 
     #[test]
@@ -426,10 +376,6 @@ mod tests {
         assert_eq!(rejected_var(&[("PORT", "65536")]), "PORT");
         assert_eq!(rejected_var(&[("HISTORY_LEN", "0")]), "HISTORY_LEN");
         assert_eq!(rejected_var(&[("HEARTBEAT_SECS", "0")]), "HEARTBEAT_SECS");
-        assert_eq!(
-            rejected_var(&[("LONGPOLL_TIMEOUT_SECS", "-5")]),
-            "LONGPOLL_TIMEOUT_SECS"
-        );
         assert_eq!(
             rejected_var(&[("MAX_MESSAGE_CHARS", "0")]),
             "MAX_MESSAGE_CHARS"

@@ -1,16 +1,16 @@
 //! The one place that turns every failure into an HTTP answer.
 //!
-//! Every error answer is `{"error": "<code>", "detail": "<human text>"}`
-//! with the status the contract names (API.md, "Publishing"). Codes are
-//! stable and documented in the README; details are for humans and may
-//! change. A 500 tells the client nothing of the cause, which is logged.
+//! Every error answer is a [`wire::ErrorBody`], `{"error": "<code>",
+//! "detail": "<human text>"}`, with the status the contract names
+//! (docs/API.md, "Errors"). Codes are stable; details are for humans and
+//! may change. A 500 tells the client nothing of the cause, which is logged.
 
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
-use serde::Serialize;
+use wire::{ErrorBody, ErrorCode};
 
 use crate::broker::BrokerError;
 use crate::message::ValidationError;
@@ -54,29 +54,31 @@ pub enum ApiError {
 
 impl ApiError {
     /// The stable, machine-readable code of the error body.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Invalid(ValidationError::Room) => "invalid_room",
-            ApiError::Invalid(ValidationError::Author) => "invalid_author",
-            ApiError::Invalid(
-                ValidationError::MessageMissing
-                | ValidationError::MessageEmpty
-                | ValidationError::MessageTooLong { .. },
-            ) => "invalid_message",
-            ApiError::BadJson(_) => "invalid_json",
-            ApiError::BadQuery(_) => "invalid_query",
-            ApiError::NotFound => "not_found",
-            ApiError::ForbiddenOrigin(_) => "forbidden_origin",
-            ApiError::UpgradeRequired => "upgrade_required",
-            ApiError::BadHandshake(_) => "invalid_handshake",
-            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::BrokerUnavailable(_) => "broker_unavailable",
-            ApiError::ShuttingDown => "shutting_down",
-            ApiError::PollTimeout(_) => "timeout",
-            ApiError::Internal(_) => "internal_error",
+            ApiError::Invalid(invalid) => invalid.code(),
+            ApiError::BadJson(_) => ErrorCode::InvalidJson,
+            ApiError::BadQuery(_) => ErrorCode::InvalidQuery,
+            ApiError::NotFound => ErrorCode::NotFound,
+            ApiError::ForbiddenOrigin(_) => ErrorCode::ForbiddenOrigin,
+            ApiError::UpgradeRequired => ErrorCode::UpgradeRequired,
+            ApiError::BadHandshake(_) => ErrorCode::InvalidHandshake,
+            ApiError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            ApiError::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::BrokerUnavailable(_) => ErrorCode::BrokerUnavailable,
+            ApiError::ShuttingDown => ErrorCode::ShuttingDown,
+            ApiError::PollTimeout(_) => ErrorCode::Timeout,
+            ApiError::Internal(_) => ErrorCode::InternalError,
+        }
+    }
+
+    /// The body of this error's answer (or of a WebSocket `error` frame).
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.code(),
+            detail: self.to_string(),
         }
     }
 }
@@ -89,13 +91,6 @@ impl From<BrokerError> for ApiError {
             ApiError::Internal(Box::new(err))
         }
     }
-}
-
-/// The JSON body of every error answer.
-#[derive(Debug, Serialize)]
-pub struct ErrorBody<'a> {
-    pub error: &'a str,
-    pub detail: String,
 }
 
 impl ResponseError for ApiError {
@@ -148,10 +143,7 @@ impl ResponseError for ApiError {
         }
         response
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-            .json(ErrorBody {
-                error: self.code(),
-                detail: self.to_string(),
-            })
+            .json(self.body())
     }
 }
 

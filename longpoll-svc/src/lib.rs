@@ -1,4 +1,4 @@
-//! The long-polling transport (API.md, "Long polling").
+//! The long-polling transport (docs/API.md, "Long polling").
 //!
 //! A poll is answered at once from the hub when it has messages after the
 //! cursor, or waits on the room's wake-up until one arrives, the timeout
@@ -9,10 +9,12 @@
 //! Also serves the seed's `GET /get-messages` and `POST /new-messages` on
 //! room `general`, so the seed's React client works unmodified.
 
+pub mod config;
 pub mod routes;
 
-use common::hub::Framing;
-use common::{Message, Service, Via};
+use common::hub::Framed;
+use common::{Service, Via};
+use serde_json::value::RawValue;
 
 /// The port this service listens on unless `PORT` says otherwise.
 pub const DEFAULT_PORT: u16 = 8081;
@@ -26,14 +28,15 @@ pub fn service() -> Service {
         via: Via::LongPoll,
         framer: json_frame,
         routes: routes::configure,
+        env_help: config::ENV_HELP,
     }
 }
 
-/// A poll answer is a JSON array of messages, so a message is framed as
+/// Poll answers carry messages as JSON values, so a message is framed as
 /// its bare JSON.
-fn json_frame(_: &Message) -> Framing {
-    Framing {
-        prefix: String::new(),
-        suffix: "",
+fn json_frame(_: u64, json: &RawValue) -> Framed {
+    Framed {
+        frame: json.get().to_owned(),
+        json_at: 0,
     }
 }

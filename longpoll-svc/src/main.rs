@@ -4,5 +4,5 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::server::main(longpoll_svc::service()).await
+    common::cli::main(longpoll_svc::service()).await
 }

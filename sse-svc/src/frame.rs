@@ -5,8 +5,9 @@
 //! so every event's data is one `data:` line.
 
 use bytes::Bytes;
-use common::Message;
-use common::hub::{Framing, Gap};
+use common::hub::{Framed, Gap};
+use serde_json::value::RawValue;
+use wire::sse;
 
 /// First bytes of every stream: browsers wait this long before reconnecting.
 pub const RETRY: Bytes = Bytes::from_static(b"retry: 3000\n\n");
@@ -17,10 +18,12 @@ pub const KEEPALIVE: Bytes = Bytes::from_static(b": keepalive\n\n");
 
 /// `id:` / `event: message` / `data:` around one message's JSON; built
 /// once per message when it enters the hub.
-pub fn message(message: &Message) -> Framing {
-    Framing {
-        prefix: format!("id: {}\nevent: message\ndata: ", message.id),
-        suffix: "\n\n",
+pub fn message(id: u64, json: &RawValue) -> Framed {
+    let prefix = format!("id: {id}\nevent: {}\ndata: ", sse::MESSAGE);
+    let json_at = prefix.len();
+    Framed {
+        frame: prefix + json.get() + "\n\n",
+        json_at,
     }
 }
 
@@ -28,14 +31,20 @@ pub fn message(message: &Message) -> Framing {
 /// before `resume_from`, so a reconnect right after it does not announce the
 /// same gap again.
 pub fn gap(gap: Gap) -> Bytes {
+    // Two integers: serialization cannot fail.
     let data = serde_json::to_string(&gap).unwrap_or_default();
-    format!("id: {}\nevent: gap\ndata: {data}\n\n", gap.resume_from - 1).into()
+    format!(
+        "id: {}\nevent: {}\ndata: {data}\n\n",
+        gap.resume_from - 1,
+        sse::GAP
+    )
+    .into()
 }
 
 #[cfg(test)]
 mod tests {
     use common::hub::Entry;
-    use common::{RoomName, Via};
+    use common::{Message, RoomName, Via};
 
     use super::*;
 
@@ -51,13 +60,13 @@ mod tests {
         };
         let entry = Entry::new(&message, super::message);
         assert_eq!(
-            &*entry.frame,
+            &**entry.frame(),
             "id: 7\nevent: message\ndata: {\"id\":7,\"room\":\"general\",\"author\":\"alice\",\
              \"message\":\"two\\nlines\",\"ts\":1,\"via\":\"sse\"}\n\n"
         );
         assert_eq!(
-            &entry.frame[27..entry.frame.len() - 2],
-            &*entry.json,
+            &entry.frame()[27..entry.frame().len() - 2],
+            entry.json().get(),
             "the JSON is within the frame"
         );
     }

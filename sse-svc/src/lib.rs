@@ -1,14 +1,14 @@
-//! The Server-Sent Events transport (API.md, "Server-Sent Events").
+//! The Server-Sent Events transport (docs/API.md, "Server-Sent Events").
 //!
-//! One streaming response per client, fed by a hub [`Subscription`]
-//! (replay from the cursor, then live, each message exactly once). A stream
-//! starts with `retry: 3000`, carries each message as an `id:` /
-//! `event: message` / `data:` block built once per message and shared by all
-//! streams, and a `: keepalive` comment every `HEARTBEAT_SECS`. It ends, and the browser reconnects with
-//! `Last-Event-ID`, when the service shuts down or the client fell further
-//! behind than history reaches.
+//! One streaming response per client, fed by a [`StreamSession`] (replay
+//! from the cursor, then live, each message exactly once). A stream starts
+//! with `retry: 3000`, carries each message as an `id:` / `event: message`
+//! / `data:` block built once per message and shared by all streams, and a
+//! `: keepalive` comment every `HEARTBEAT_SECS`. It ends, and the browser
+//! reconnects with `Last-Event-ID`, when the service shuts down or the
+//! client fell further behind than history reaches.
 //!
-//! [`Subscription`]: common::hub::Subscription
+//! [`StreamSession`]: common::session::StreamSession
 
 pub mod frame;
 pub mod routes;
@@ -27,5 +27,6 @@ pub fn service() -> Service {
         via: Via::Sse,
         framer: frame::message,
         routes: routes::configure,
+        env_help: "",
     }
 }

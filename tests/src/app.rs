@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::web::Data;
 use common::config::Env;
 use common::http::AppState;
-use common::{Application, Config, Message, Service};
+use common::{Application, Message, Service};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -64,15 +64,11 @@ impl AppBuilder {
         (redis, app)
     }
 
-    pub fn config(&self) -> Config {
-        let vars = self.vars.clone();
-        Config::from(&Env::from_fn(move |name| vars.get(name).cloned()), 0)
-            .expect("test config is valid")
-    }
-
     /// Starts the service and waits until it is ready.
     pub async fn spawn(self) -> TestApp {
-        let app = Application::build(self.config(), self.service)
+        let vars = self.vars;
+        let env = Env::from_fn(move |name| vars.get(name).cloned());
+        let app = Application::build(&env, self.service)
             .await
             .expect("service starts");
         let base = format!("http://127.0.0.1:{}", app.port());

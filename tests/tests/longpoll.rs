@@ -793,10 +793,20 @@ async fn an_id_pub_sub_never_delivered_is_filled_from_history() {
 
     // Id 2 goes into history without being published, as if pub/sub had
     // dropped it; then id 3 arrives normally.
-    let lost =
-        r#"{"id":2,"room":"lobby","author":"bob","message":"lost on the wire","ts":1,"via":"sse"}"#;
     redis
-        .command(&["XADD", "chat:{lobby}:history", "2-0", "m", lost])
+        .command(&[
+            "XADD",
+            "chat:{lobby}:history",
+            "2-0",
+            "a",
+            "bob",
+            "m",
+            "lost on the wire",
+            "t",
+            "1",
+            "v",
+            "sse",
+        ])
         .await;
     redis.command(&["SET", "chat:{lobby}:seq", "2"]).await;
     let third = app.publish("lobby", "carol", "three").await;

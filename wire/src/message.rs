@@ -20,7 +20,12 @@ pub enum ValidationError {
     Author,
     MessageMissing,
     MessageEmpty,
-    MessageTooLong { max: usize },
+    MessageTooLong {
+        max: usize,
+    },
+    /// Not one of the services' names (only read from storage, never from
+    /// clients).
+    Via,
 }
 
 impl ValidationError {
@@ -32,6 +37,7 @@ impl ValidationError {
             ValidationError::MessageMissing
             | ValidationError::MessageEmpty
             | ValidationError::MessageTooLong { .. } => ErrorCode::InvalidMessage,
+            ValidationError::Via => ErrorCode::InvalidJson,
         }
     }
 }
@@ -52,6 +58,7 @@ impl fmt::Display for ValidationError {
             ValidationError::MessageTooLong { max } => {
                 write!(f, "message is longer than {max} characters")
             }
+            ValidationError::Via => f.write_str("via must be longpoll, sse or ws"),
         }
     }
 }
@@ -176,6 +183,20 @@ impl Via {
             Via::LongPoll => "longpoll",
             Via::Sse => "sse",
             Via::Ws => "ws",
+        }
+    }
+}
+
+impl std::str::FromStr for Via {
+    type Err = ValidationError;
+
+    /// `"longpoll"`, `"sse"` or `"ws"`; anything else is not a service.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "longpoll" => Ok(Via::LongPoll),
+            "sse" => Ok(Via::Sse),
+            "ws" => Ok(Via::Ws),
+            _ => Err(ValidationError::Via),
         }
     }
 }

@@ -1,14 +1,14 @@
-//! One WebSocket connection: a task that owns the session and everything
+//! One WebSocket connection: a task that owns the socket and everything
 //! about it.
 //!
-//! The loop waits on four things at once, fairly (none can starve the
-//! others): shutdown, the client's next frame, the subscription's next
-//! message, and the ping timer. Messages come from
-//! the hub through the subscription's bounded queue, so a slow client is
-//! caught up from history (or closed with 1013) and never slows anyone
-//! else; actix-ws' own queue of 32 frames sits between this task and the
-//! socket. Publishes are handled one at a time, in order, so a client that
-//! publishes twice gets increasing ids.
+//! The loop waits on two things at once, fairly (neither can starve the
+//! other): the client's next frame, and what the [`StreamSession`] hands
+//! over next (a message, a gap, a heartbeat, or its end: shutdown, a client
+//! too far behind). Messages come from the hub through the session's
+//! bounded queue, so a slow client is caught up from history (or closed
+//! with 1013) and never slows anyone else; actix-ws' own queue of 32 frames
+//! sits between this task and the socket. Publishes are handled one at a
+//! time, in order, so a client that publishes twice gets increasing ids.
 
 use std::time::Duration;
 
@@ -16,15 +16,16 @@ use actix_web::web;
 use actix_ws::{CloseCode, CloseReason, Message as Frame, MessageStream, ProtocolError, Session};
 use bytestring::ByteString;
 use common::RoomName;
-use common::close::{self, Goodbye};
 use common::http::AppState;
-use common::hub::{Delivery, Subscription, SubscriptionEnded};
-use common::metrics::ConnectionGuard;
-use common::rate_limit::{ConnectionLimiter, Rate};
-use tokio::time::{Instant, Interval};
+use common::rate_limit::ConnectionLimiter;
+use common::session::{SessionEvent, StreamSession};
+use tokio::time::Instant;
+use wire::close::{self, Goodbye};
+use wire::message::PublishBody;
+use wire::ws::{ClientFrame, ServerFrame};
 
+use crate::config::WsSettings;
 use crate::fragments::{Assembled, FragmentError, Fragments};
-use crate::protocol::{self, Reply, Request};
 
 /// How long the close handshake may take before the connection is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -37,23 +38,21 @@ const PONG_TIMEOUT_HEARTBEATS: u32 = 2;
 pub struct Connection {
     state: web::Data<AppState>,
     room: RoomName,
-    session: Session,
+    socket: Session,
     frames: MessageStream,
-    subscription: Subscription,
+    stream: StreamSession,
     limiter: Option<ConnectionLimiter>,
     fragments: Fragments,
     /// When the oldest ping that the client has not answered (with a pong or
     /// any other frame) was sent.
     unanswered_ping: Option<Instant>,
-    /// Counts the client as connected for as long as the task runs.
-    _connected: ConnectionGuard,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("room", &self.room)
-            .field("cursor", &self.subscription.cursor())
+            .field("cursor", &self.stream.cursor())
             .finish_non_exhaustive()
     }
 }
@@ -72,44 +71,37 @@ enum Step {
 
 /// Something the loop woke up for.
 enum Event {
-    ShuttingDown,
     Frame(Option<Result<Frame, ProtocolError>>),
-    Delivery(Result<Delivery, SubscriptionEnded>),
-    PingDue,
+    Session(SessionEvent),
 }
 
 impl Connection {
     pub fn new(
         state: web::Data<AppState>,
+        settings: &WsSettings,
         room: RoomName,
-        session: Session,
+        socket: Session,
         frames: MessageStream,
-        subscription: Subscription,
+        stream: StreamSession,
     ) -> Self {
-        let config = &state.config;
         Connection {
-            frames: frames.max_frame_size(config.ws_max_frame_bytes),
-            fragments: Fragments::new(config.ws_max_frame_bytes),
-            limiter: Rate::new(config.ws_publish_rate_per_sec, config.ws_publish_burst)
-                .map(ConnectionLimiter::new),
+            frames: frames.max_frame_size(settings.max_frame_bytes),
+            fragments: Fragments::new(settings.max_frame_bytes),
+            limiter: settings.publish_rate.map(ConnectionLimiter::new),
             unanswered_ping: None,
-            _connected: state.metrics.connection(),
             state,
             room,
-            session,
-            subscription,
+            socket,
+            stream,
         }
     }
 
     /// Serves the connection until it ends, then says goodbye.
     pub async fn run(mut self) {
-        let mut ping = ping_timer(self.state.config.heartbeat);
         let end = loop {
-            let step = match self.next_event(&mut ping).await {
-                Event::ShuttingDown => Step::Close(close::RESTART),
+            let step = match self.next_event().await {
                 Event::Frame(frame) => self.on_frame(frame).await,
-                Event::Delivery(delivery) => self.on_delivery(delivery).await,
-                Event::PingDue => self.on_ping_due().await,
+                Event::Session(event) => self.on_session(event).await,
             };
             if !matches!(step, Step::Continue) {
                 break step;
@@ -119,7 +111,7 @@ impl Connection {
             Step::Close(goodbye) => {
                 log::debug!(
                     "closing a WebSocket at id {}: {}",
-                    self.subscription.cursor(),
+                    self.stream.cursor(),
                     goodbye.reason
                 );
                 Some(CloseReason {
@@ -130,26 +122,15 @@ impl Connection {
             Step::Closed(reason) => reason,
             Step::Continue | Step::Gone => return,
         };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.session.close(reason)).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.close(reason)).await;
     }
 
-    async fn next_event(&mut self, ping: &mut Interval) -> Event {
-        let Connection {
-            state,
-            frames,
-            subscription,
-            ..
-        } = self;
-        if state.shutdown.is_cancelled() {
-            return Event::ShuttingDown;
-        }
+    async fn next_event(&mut self) -> Event {
         // Unbiased: a client that keeps sending cannot starve its own
         // deliveries or the pings, nor a busy room its frames.
         tokio::select! {
-            () = state.shutdown.cancelled() => Event::ShuttingDown,
-            frame = frames.recv() => Event::Frame(frame),
-            delivery = subscription.next() => Event::Delivery(delivery),
-            _ = ping.tick() => Event::PingDue,
+            frame = self.frames.recv() => Event::Frame(frame),
+            event = self.stream.next() => Event::Session(event),
         }
     }
 
@@ -181,7 +162,7 @@ impl Connection {
                 Err(FragmentError::TooBig) => Step::Close(close::TOO_BIG),
                 Err(FragmentError::OutOfOrder) => Step::Close(close::PROTOCOL_ERROR),
             },
-            Frame::Ping(payload) => match self.session.pong(&payload).await {
+            Frame::Ping(payload) => match self.socket.pong(&payload).await {
                 Ok(()) => Step::Continue,
                 Err(_) => Step::Gone,
             },
@@ -191,58 +172,50 @@ impl Connection {
     }
 
     async fn on_text(&mut self, text: &str) -> Step {
-        let reply = match protocol::parse(text) {
-            Err(bad) => Reply::Error {
-                reference: bad.reference.as_ref(),
-                error: bad.code,
-                detail: &bad.detail,
-            }
-            .to_text(),
-            Ok(Request::Ping { reference }) => Reply::Pong {
-                reference: reference.as_ref(),
-            }
-            .to_text(),
-            Ok(Request::Publish { reference, body }) => {
+        let reply = match ClientFrame::parse(text) {
+            Err(bad) => ServerFrame::from(bad),
+            Ok(ClientFrame::Ping { reference }) => ServerFrame::Pong { reference },
+            Ok(ClientFrame::Publish {
+                reference,
+                author,
+                message,
+                key: _,
+            }) => {
                 let published = match self.limiter.as_ref().map(ConnectionLimiter::check) {
                     Some(Err(retry_after)) => Err(common::ApiError::RateLimited { retry_after }),
-                    _ => self.state.publish(self.room.clone(), body).await,
+                    _ => {
+                        let body = PublishBody { author, message };
+                        self.state.publisher.publish(self.room.clone(), body).await
+                    }
                 };
                 match published {
-                    Ok(message) => Reply::Ack {
-                        reference: reference.as_ref(),
+                    Ok(message) => ServerFrame::Ack {
+                        reference,
                         id: message.id,
+                    },
+                    Err(err) => {
+                        let body = err.body();
+                        ServerFrame::Error {
+                            reference,
+                            error: body.error,
+                            detail: body.detail,
+                        }
                     }
-                    .to_text(),
-                    Err(err) => Reply::Error {
-                        reference: reference.as_ref(),
-                        error: err.code(),
-                        detail: &err.to_string(),
-                    }
-                    .to_text(),
                 }
             }
         };
-        self.send(reply).await
+        self.send(reply.to_text().into()).await
     }
 
-    async fn on_delivery(&mut self, delivery: Result<Delivery, SubscriptionEnded>) -> Step {
-        match delivery {
-            Ok(Delivery::Message { entry, live }) => {
-                let step = self.send(entry.frame.clone()).await;
-                self.state.metrics.record_delivery(entry.ts, live);
-                step
+    async fn on_session(&mut self, event: SessionEvent) -> Step {
+        match event {
+            SessionEvent::Message(entry) => self.send(entry.frame().clone()).await,
+            SessionEvent::Gap(gap) => {
+                self.send(ServerFrame::<()>::Gap(gap).to_text().into())
+                    .await
             }
-            Ok(Delivery::Gap(gap)) => self.send(Reply::from(gap).to_text()).await,
-            Err(ended) => {
-                log::info!(
-                    "closing a WebSocket at id {}: {ended}",
-                    self.subscription.cursor()
-                );
-                Step::Close(match ended {
-                    SubscriptionEnded::TooSlow => close::TRY_AGAIN,
-                    SubscriptionEnded::Broker(_) => close::CANNOT_CATCH_UP,
-                })
-            }
+            SessionEvent::Heartbeat => self.on_ping_due().await,
+            SessionEvent::End(ending) => Step::Close(ending.goodbye()),
         }
     }
 
@@ -253,22 +226,16 @@ impl Connection {
             Some(_) => {}
             None => self.unanswered_ping = Some(Instant::now()),
         }
-        match self.session.ping(b"").await {
+        match self.socket.ping(b"").await {
             Ok(()) => Step::Continue,
             Err(_) => Step::Gone,
         }
     }
 
     async fn send(&mut self, text: ByteString) -> Step {
-        match self.session.text(text).await {
+        match self.socket.text(text).await {
             Ok(()) => Step::Continue,
             Err(_) => Step::Gone,
         }
     }
-}
-
-fn ping_timer(every: Duration) -> Interval {
-    let mut timer = tokio::time::interval_at(Instant::now() + every, every);
-    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    timer
 }

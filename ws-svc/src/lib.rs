@@ -1,14 +1,16 @@
-//! The WebSocket transport (API.md, "WebSocket"), on actix-ws.
+//! The WebSocket transport (docs/API.md, "WebSocket"), on actix-ws.
 //!
 //! One task per connection ([`connection`]) owns the socket: it reads and
-//! answers the client's frames ([`protocol`]), writes messages from a hub
-//! subscription (replay from `?after=`, then live, each exactly once), pings
-//! every `HEARTBEAT_SECS`, and closes with the RFC 6455 code of whatever
-//! ended the connection (`common::close`).
+//! answers the client's frames (`wire::ws`), writes what its
+//! [`StreamSession`](common::session::StreamSession) hands it (replay from
+//! `?after=`, then live, each exactly once), pings every `HEARTBEAT_SECS`,
+//! and closes with the RFC 6455 code of whatever ended the connection
+//! (`wire::close`).
 
+pub mod config;
 pub mod connection;
 mod fragments;
-pub mod protocol;
+pub mod frame;
 pub mod routes;
 
 use common::{Service, Via};
@@ -23,7 +25,8 @@ pub fn service() -> Service {
         version: env!("CARGO_PKG_VERSION"),
         default_port: DEFAULT_PORT,
         via: Via::Ws,
-        framer: protocol::message_frame,
+        framer: frame::message,
         routes: routes::configure,
+        env_help: config::ENV_HELP,
     }
 }

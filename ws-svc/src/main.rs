@@ -4,5 +4,5 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::server::main(ws_svc::service()).await
+    common::cli::main(ws_svc::service()).await
 }

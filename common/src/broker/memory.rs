@@ -77,14 +77,7 @@ impl Broker for MemoryBroker {
             let mut rooms = self.rooms();
             let log = rooms.entry(draft.room.clone()).or_default();
             log.last_id = log.last_id.max(floor) + 1;
-            let message = Message {
-                id: log.last_id,
-                room: draft.room.clone(),
-                author: draft.author.as_str().to_owned(),
-                message: draft.text.as_str().to_owned(),
-                ts: now_millis(),
-                via: draft.via,
-            };
+            let message = draft.stored(log.last_id, now_millis());
             log.messages.push_back(message.clone());
             if log.messages.len() > self.history_len {
                 log.messages.pop_front();

@@ -5,7 +5,9 @@
 //! - `<prefix>:{<room>}:seq`: the room's last assigned id (`INCR`-like, but
 //!   set by the publish script so it can never fall below a floor);
 //! - `<prefix>:{<room>}:history`: a stream capped at `HISTORY_LEN` whose
-//!   entry ids are `<message id>-0`, so `XRANGE` by message id is direct;
+//!   entry ids are `<message id>-0`, so `XRANGE` by message id is direct,
+//!   and whose fields are the message's author (`a`), text (`m`),
+//!   acceptance time (`t`) and service (`v`);
 //! - `<prefix>:messages`: the one pub/sub channel every instance listens to.
 //!
 //! Two kinds of connection: one multiplexed [`ConnectionManager`] for
@@ -149,7 +151,11 @@ impl RedisBroker {
         }
     }
 
-    async fn range(&self, command: redis::Cmd) -> Result<Vec<Message>, BrokerError> {
+    async fn range(
+        &self,
+        room: &RoomName,
+        command: redis::Cmd,
+    ) -> Result<Vec<Message>, BrokerError> {
         let mut conn = self.commands.clone();
         let entries: Vec<(String, Vec<String>)> = self
             .run(COMMAND_TIMEOUT, async move {
@@ -158,28 +164,49 @@ impl RedisBroker {
             .await?;
         entries
             .into_iter()
-            .map(|(id, fields)| parse_entry(&id, &fields))
+            .map(|(id, fields)| parse_entry(room, &id, fields))
             .collect()
     }
 }
 
-/// Reads one history entry: fields `["m", <message JSON>]`.
-fn parse_entry(id: &str, fields: &[String]) -> Result<Message, BrokerError> {
-    match fields {
-        [name, payload] if name == "m" => parse_payload(payload.as_bytes()),
-        _ => Err(BrokerError::Corrupt(format!(
-            "history entry {id} has fields {fields:?}"
-        ))),
+/// Reads one history entry: id `<message id>-0`, fields `a`, `m`, `t`, `v`.
+fn parse_entry(
+    room: &RoomName,
+    entry_id: &str,
+    fields: Vec<String>,
+) -> Result<Message, BrokerError> {
+    let corrupt = |what: &str| {
+        BrokerError::Corrupt(format!("history entry {entry_id} of room {room}: {what}"))
+    };
+    let id = entry_id
+        .strip_suffix("-0")
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| corrupt("its id is not <message id>-0"))?;
+    let (mut author, mut text, mut ts, mut via) = (None, None, None, None);
+    let mut fields = fields.into_iter();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        match name.as_str() {
+            "a" => author = Some(value),
+            "m" => text = Some(value),
+            "t" => ts = value.parse().ok(),
+            "v" => via = value.parse().ok(),
+            _ => {}
+        }
     }
+    Ok(Message {
+        id,
+        room: room.clone(),
+        author: author.ok_or_else(|| corrupt("no author"))?,
+        message: text.ok_or_else(|| corrupt("no text"))?,
+        ts: ts.ok_or_else(|| corrupt("no acceptance time"))?,
+        via: via.ok_or_else(|| corrupt("no service"))?,
+    })
 }
 
+/// Reads a message heard on the live channel.
 fn parse_payload(payload: &[u8]) -> Result<Message, BrokerError> {
     serde_json::from_slice(payload)
         .map_err(|err| BrokerError::Corrupt(format!("{err}: {}", String::from_utf8_lossy(payload))))
-}
-
-fn json_string(text: &str) -> String {
-    serde_json::Value::from(text).to_string()
 }
 
 #[async_trait]
@@ -196,11 +223,11 @@ impl Broker for RedisBroker {
             floor,
             self.history_len,
             draft.room.to_string(),
-            json_string(draft.author.as_str()),
-            json_string(draft.text.as_str()),
+            draft.author.as_str().to_owned(),
+            draft.text.as_str().to_owned(),
             draft.via.as_str(),
         );
-        let payload: Vec<u8> = self
+        let (id, ts): (u64, u64) = self
             .run(COMMAND_TIMEOUT, async move {
                 let (channel, floor, history_len, room, author, text, via) = args;
                 script
@@ -216,7 +243,7 @@ impl Broker for RedisBroker {
                     .await
             })
             .await?;
-        parse_payload(&payload)
+        Ok(draft.stored(id, ts))
     }
 
     async fn read_after(
@@ -232,7 +259,7 @@ impl Broker for RedisBroker {
             .arg("+")
             .arg("COUNT")
             .arg(limit);
-        self.range(command).await
+        self.range(room, command).await
     }
 
     async fn read_latest(
@@ -247,7 +274,7 @@ impl Broker for RedisBroker {
             .arg("-")
             .arg("COUNT")
             .arg(limit);
-        let mut newest_first = self.range(command).await?;
+        let mut newest_first = self.range(room, command).await?;
         newest_first.reverse();
         Ok(newest_first)
     }

@@ -1,6 +1,8 @@
-//! Parsing requests at the edge: the room in the path, query parameters and
-//! JSON bodies, each failure turned into the contract's error answer.
+//! Parsing requests at the edge: the room in the path, the resume cursor,
+//! query parameters and JSON bodies, each failure turned into the
+//! contract's error answer.
 
+use std::collections::HashMap;
 use std::future::{Ready, ready};
 use std::str::FromStr;
 
@@ -21,6 +23,43 @@ impl FromRequest for RoomPath {
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let room = request.match_info().get("room").ok_or(ApiError::NotFound);
         ready(room.and_then(|raw| Ok(RoomPath(RoomName::parse(raw)?))))
+    }
+}
+
+/// Where a client resumes: the `Last-Event-ID` header (a browser's
+/// `EventSource` reconnecting), or `?after=` / `?last_event_id=` (a first
+/// connect, which cannot set headers). The header wins, then `after`.
+/// `None`: the client gave no cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(pub Option<u64>);
+
+/// What every form of the cursor must be.
+const CURSOR_EXPECTED: &str = "a message id (0 or more)";
+
+impl Cursor {
+    fn parse(request: &HttpRequest) -> Result<Self, ApiError> {
+        let header = match request.headers().get("last-event-id") {
+            None => None,
+            Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
+                ApiError::BadQuery(format!("Last-Event-ID must be {CURSOR_EXPECTED}"))
+            })?),
+        };
+        let query = web::Query::<HashMap<String, String>>::from_query(request.query_string())
+            .map_err(|err| ApiError::BadQuery(err.to_string()))?;
+        let from_header = optional_param(header.as_ref(), "Last-Event-ID", CURSOR_EXPECTED)?;
+        let from_after = optional_param(query.get("after"), "after", CURSOR_EXPECTED)?;
+        let from_alias =
+            optional_param(query.get("last_event_id"), "last_event_id", CURSOR_EXPECTED)?;
+        Ok(Cursor(from_header.or(from_after).or(from_alias)))
+    }
+}
+
+impl FromRequest for Cursor {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Cursor::parse(request))
     }
 }
 

@@ -7,8 +7,8 @@
 mod connection;
 mod cors;
 mod extract;
+mod messages;
 mod ops;
-mod publish;
 
 use std::sync::Arc;
 
@@ -17,13 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::connection::{Disconnector, remember_socket};
 pub use self::cors::cors;
-pub use self::extract::{RoomPath, json_config, optional_param, query_config};
-pub use self::publish::{messages_json, publish_to};
+pub use self::extract::{Cursor, RoomPath, json_config, optional_param, query_config};
+pub use self::messages::publish_to;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::hub::Hub;
-use crate::message::{Message, PublishBody, RoomName, Via};
 use crate::metrics::Metrics;
+use crate::publisher::Publisher;
 use crate::rate_limit::AddressLimiter;
 
 /// What every handler can reach, shared by all workers (`web::Data`).
@@ -31,9 +31,8 @@ use crate::rate_limit::AddressLimiter;
 pub struct AppState {
     pub config: Arc<Config>,
     pub hub: Hub,
+    pub publisher: Publisher,
     pub metrics: Metrics,
-    /// The transport this service speaks; stamped on messages it accepts.
-    pub via: Via,
     /// Cancelled on SIGTERM/SIGINT: every held poll, stream and session
     /// watches it and says goodbye.
     pub shutdown: CancellationToken,
@@ -42,15 +41,6 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Validates and publishes a message: the one path every way of
-    /// publishing (HTTP, the seed alias, WebSocket frames) goes through.
-    pub async fn publish(&self, room: RoomName, body: PublishBody) -> Result<Message, ApiError> {
-        let draft = body.into_draft(room, self.via, self.config.max_message_chars)?;
-        let message = self.hub.publish(&draft).await?;
-        self.metrics.published.inc();
-        Ok(message)
-    }
-
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.is_cancelled()
     }
@@ -61,12 +51,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config
         .service(
             web::resource("/rooms/{room}/messages")
-                .route(web::post().to(publish::publish))
+                .route(web::post().to(messages::publish))
                 .default_service(method_not_allowed("POST")),
         )
         .service(
             web::resource("/rooms/{room}/history")
-                .route(web::get().to(publish::history))
+                .route(web::get().to(messages::history))
                 .default_service(method_not_allowed("GET")),
         )
         .service(

@@ -17,130 +17,26 @@
 //!   covers N, history otherwise, and a cursor older than history (or newer
 //!   than the room's sequence) is answered with an explicit [`Gap`].
 
+mod entry;
 mod room;
+mod rooms;
 mod subscription;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytestring::ByteString;
-use futures_util::StreamExt;
-use prometheus::IntCounter;
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use self::room::{Append, IfBehind, RingRead, Room};
+pub use self::entry::{ClientSocket, Entry, Framed, Framer, Gap, Page, Socket};
+pub use self::room::HubMetrics;
+use self::room::Policy;
+use self::rooms::Rooms;
 pub use self::subscription::{Delivery, Subscription, SubscriptionEnded};
 use crate::backoff::Backoff;
 use crate::broker::{Broker, BrokerError, Feed};
 use crate::message::{Draft, Message, RoomName};
-
-/// How this instance's transport wraps a message's JSON: the bytes before
-/// it and after it (an SSE event's `id:`/`data:` lines, a WebSocket frame's
-/// envelope, or nothing for plain JSON).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Framing {
-    pub prefix: String,
-    pub suffix: &'static str,
-}
-
-/// Frames a message for this instance's transport.
-pub type Framer = fn(&Message) -> Framing;
-
-/// A streaming client's socket, as far as the hub needs it: to tell whether
-/// the client still takes data, and to cut it off when it does not (see
-/// [`crate::http::Disconnector`]).
-pub trait ClientSocket: Send + Sync + std::fmt::Debug {
-    /// Bytes the kernel still holds for the client: sent but not yet
-    /// acknowledged, or not sent yet. `None` if it cannot tell.
-    fn unsent_bytes(&self) -> Option<u64>;
-
-    /// Shuts the connection down both ways.
-    fn cut(&self);
-}
-
-/// A shared [`ClientSocket`].
-pub type Socket = Arc<dyn ClientSocket>;
-
-/// A message ready for clients: serialized once and framed once, in one
-/// buffer (the JSON is a slice of the frame), shared by every recipient.
-#[derive(Debug)]
-pub struct Entry {
-    pub id: u64,
-    /// The message's acceptance time, ms since the epoch.
-    pub ts: u64,
-    /// The message as this instance's transport writes it.
-    pub frame: ByteString,
-    /// The message as JSON (the API's `Message` object), within `frame`.
-    pub json: ByteString,
-}
-
-impl Entry {
-    pub fn new(message: &Message, framer: Framer) -> Arc<Self> {
-        // A Message is strings and integers only, which always serialize.
-        let json = serde_json::to_string(message).unwrap_or_default();
-        let Framing { prefix, suffix } = framer(message);
-        let mut buffer = String::with_capacity(prefix.len() + json.len() + suffix.len());
-        buffer.push_str(&prefix);
-        buffer.push_str(&json);
-        buffer.push_str(suffix);
-        let frame = ByteString::from(buffer);
-        let json = frame.slice_ref(&frame[prefix.len()..prefix.len() + json.len()]);
-        Arc::new(Entry {
-            id: message.id,
-            ts: message.ts,
-            frame,
-            json,
-        })
-    }
-
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-}
-
-/// A resume cursor older than anything still held, or ahead of the room's
-/// sequence: the ids in between will never be delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Gap {
-    /// The cursor the client asked to resume after.
-    pub after: u64,
-    /// The first id that will be delivered.
-    pub resume_from: u64,
-}
-
-/// Messages after a cursor, oldest first, and whether some were lost.
-#[derive(Debug, Default)]
-pub struct Page {
-    pub entries: Vec<Arc<Entry>>,
-    pub gap: Option<Gap>,
-}
-
-impl Page {
-    /// The cursor to continue from after this page.
-    pub fn cursor(&self, after: u64) -> u64 {
-        match (self.entries.last(), self.gap) {
-            (Some(last), _) => last.id(),
-            (None, Some(gap)) => gap.resume_from - 1,
-            (None, None) => after,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.gap.is_none()
-    }
-}
-
-/// Counters the hub reports into `/metrics`.
-#[derive(Debug, Clone)]
-pub struct HubMetrics {
-    /// Streaming clients dropped from the fan-out because their queue was full.
-    pub slow_clients: IntCounter,
-    /// Of those, the ones that took no data at all and were disconnected.
-    pub slow_clients_disconnected: IntCounter,
-}
 
 /// Sizes and timings of the hub.
 #[derive(Debug, Clone)]
@@ -156,44 +52,23 @@ pub struct HubSettings {
     pub room_idle: Duration,
 }
 
-/// The settings every room applies, bundled with the counters it bumps.
-#[derive(Debug)]
-struct Policy {
-    ring_len: usize,
-    queue_len: usize,
-    slow_client_timeout: Duration,
-    metrics: HubMetrics,
-}
-
-/// How many messages one replay or catch-up read asks for.
-pub const READ_BATCH: usize = 500;
 /// How often unused rooms are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// Rooms re-synced at once after a reconnect.
-const RESYNC_CONCURRENCY: usize = 16;
-/// Reads of a gap from history before giving up on it.
-const GAP_FILL_ATTEMPTS: u32 = 2;
 
 /// A cloneable handle to the instance's hub.
 #[derive(Debug, Clone)]
 pub struct Hub {
-    inner: Arc<Inner>,
+    rooms: Arc<Rooms>,
+    /// Stops the ingest and sweeper tasks when the last handle is dropped.
+    _stop: Arc<StopOnDrop>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    broker: Arc<dyn Broker>,
-    rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
-    framer: Framer,
-    policy: Policy,
-    room_idle: Duration,
-    /// Stops the ingest and sweeper tasks when the last handle is dropped.
-    stop: CancellationToken,
-}
+struct StopOnDrop(CancellationToken);
 
-impl Drop for Inner {
+impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.stop.cancel();
+        self.0.cancel();
     }
 }
 
@@ -207,43 +82,40 @@ impl Hub {
         metrics: HubMetrics,
     ) -> Hub {
         let feed = broker.subscribe();
-        let inner = Arc::new(Inner {
-            broker,
-            rooms: Mutex::new(HashMap::new()),
-            framer,
-            policy: Policy {
-                ring_len: settings.ring_len,
-                queue_len: settings.queue_len,
-                slow_client_timeout: settings.slow_client_timeout,
-                metrics,
-            },
-            room_idle: settings.room_idle,
-            stop: CancellationToken::new(),
-        });
-        tokio::spawn(ingest(Arc::downgrade(&inner), feed, inner.stop.clone()));
-        tokio::spawn(sweep(Arc::downgrade(&inner), inner.stop.clone()));
-        Hub { inner }
+        let policy = Policy {
+            ring_len: settings.ring_len,
+            queue_len: settings.queue_len,
+            slow_client_timeout: settings.slow_client_timeout,
+            metrics,
+        };
+        let rooms = Arc::new(Rooms::new(broker, framer, policy, settings.room_idle));
+        let stop = CancellationToken::new();
+        tokio::spawn(ingest(Arc::downgrade(&rooms), feed, stop.clone()));
+        tokio::spawn(sweep(Arc::downgrade(&rooms), stop.clone()));
+        Hub {
+            rooms,
+            _stop: Arc::new(StopOnDrop(stop)),
+        }
     }
 
     pub fn broker(&self) -> &Arc<dyn Broker> {
-        &self.inner.broker
+        &self.rooms.broker
     }
 
     /// Stores and publishes a message; every instance's hub (this one
     /// included) receives it through the broker.
     pub async fn publish(&self, draft: &Draft) -> Result<Message, BrokerError> {
         let floor = self
-            .inner
-            .rooms()
+            .rooms
             .get(&draft.room)
             .and_then(|room| room.last())
             .unwrap_or(0);
-        self.inner.broker.publish(draft, floor).await
+        self.rooms.broker.publish(draft, floor).await
     }
 
     /// The room's last id as this instance knows it.
     pub async fn last_id(&self, room: &RoomName) -> Result<u64, BrokerError> {
-        let room = self.inner.synced_room(room).await?;
+        let room = self.rooms.synced_room(room).await?;
         Ok(room.last().unwrap_or(0))
     }
 
@@ -255,8 +127,8 @@ impl Hub {
         after: u64,
         limit: usize,
     ) -> Result<Page, BrokerError> {
-        let room = self.inner.synced_room(room).await?;
-        self.inner.read_after(&room, after, limit).await
+        let room = self.rooms.synced_room(room).await?;
+        self.rooms.read_after(&room, after, limit).await
     }
 
     /// The latest `limit` messages, oldest first.
@@ -265,16 +137,16 @@ impl Hub {
         room: &RoomName,
         limit: usize,
     ) -> Result<Vec<Arc<Entry>>, BrokerError> {
-        let room = self.inner.synced_room(room).await?;
+        let room = self.rooms.synced_room(room).await?;
         if let Some(entries) = room.latest(limit) {
             return Ok(entries);
         }
-        let stored = self.inner.broker.read_latest(&room.name, limit).await?;
+        let stored = self.rooms.broker.read_latest(&room.name, limit).await?;
         // Normally history holds everything the ring does; after Redis lost
         // data the ring may know newer messages, so take the union.
         let mut by_id: BTreeMap<u64, Arc<Entry>> = stored
             .into_iter()
-            .map(|message| (message.id, Entry::new(&message, self.inner.framer)))
+            .map(|message| (message.id, Entry::new(&message, self.rooms.framer)))
             .collect();
         if let Some(recent) = room.latest(usize::MAX) {
             by_id.extend(recent.into_iter().map(|entry| (entry.id(), entry)));
@@ -287,7 +159,7 @@ impl Hub {
     /// Cancel-safe: dropping the future drops the wait and nothing else.
     pub async fn wait_beyond(&self, room: &RoomName, after: u64) {
         let mut last_id = loop {
-            if let Some(receiver) = self.inner.room(room).watch() {
+            if let Some(receiver) = self.rooms.room(room).watch() {
                 break receiver;
             }
         };
@@ -306,224 +178,13 @@ impl Hub {
         after: Option<u64>,
         socket: Option<Socket>,
     ) -> Result<Subscription, BrokerError> {
-        let room = self.inner.room(room);
-        Subscription::start(Arc::clone(&self.inner), room, after, socket).await
+        let room = self.rooms.room(room);
+        Subscription::start(Arc::clone(&self.rooms), room, after, socket).await
     }
 
     /// Rooms this instance currently holds (for tests and metrics).
     pub fn room_count(&self) -> usize {
-        self.inner.rooms().len()
-    }
-}
-
-impl Inner {
-    fn rooms(&self) -> MutexGuard<'_, HashMap<RoomName, Arc<Room>>> {
-        // Only lookups and inserts happen under this lock; nothing can be
-        // left half-done by a panic, so a poisoned lock is still usable.
-        self.rooms
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    /// The room, created (unsynced) if this instance has not seen it.
-    fn room(&self, name: &RoomName) -> Arc<Room> {
-        let mut rooms = self.rooms();
-        Arc::clone(
-            rooms
-                .entry(name.clone())
-                .or_insert_with(|| Arc::new(Room::new(name.clone()))),
-        )
-    }
-
-    async fn synced_room(&self, name: &RoomName) -> Result<Arc<Room>, BrokerError> {
-        let room = self.room(name);
-        self.sync(&room).await?;
-        Ok(room)
-    }
-
-    /// Makes sure the room knows its position, asking the broker if no
-    /// message has told it yet.
-    async fn sync(&self, room: &Room) -> Result<(), BrokerError> {
-        if !room.is_synced() {
-            let sequence = self.broker.sequence(&room.name, 0).await?;
-            room.sync_to(sequence.current);
-        }
-        Ok(())
-    }
-
-    async fn read_after(&self, room: &Room, after: u64, limit: usize) -> Result<Page, BrokerError> {
-        let (ring_head, last) = match room.read(after, limit) {
-            RingRead::Served(entries) => return Ok(Page { entries, gap: None }),
-            RingRead::AtEnd => return Ok(Page::default()),
-            RingRead::Ahead => return Ok(self.read_ahead(room, after).await),
-            RingRead::Older { head, last } => (head, last),
-        };
-        let stored = self.broker.read_after(&room.name, after, limit).await?;
-        let stored_first = stored.first().map(|message| message.id);
-        let entries =
-            |stored: Vec<Message>| stored.iter().map(|m| Entry::new(m, self.framer)).collect();
-        if stored_first == Some(after + 1) {
-            return Ok(Page {
-                entries: entries(stored),
-                gap: None,
-            });
-        }
-        // History no longer reaches back to the cursor. Serve from whichever
-        // of ring and history starts earlier (the ring's head was taken
-        // with the same look, so it is still contiguous), and say where.
-        let ring_first = ring_head.first().map(|entry| entry.id());
-        let page = match (ring_first, stored_first) {
-            (Some(ring_first), stored_first) if stored_first.is_none_or(|s| ring_first <= s) => {
-                Page {
-                    entries: ring_head,
-                    gap: Some(Gap {
-                        after,
-                        resume_from: ring_first,
-                    }),
-                }
-            }
-            (_, Some(stored_first)) => Page {
-                entries: entries(stored),
-                gap: Some(Gap {
-                    after,
-                    resume_from: stored_first,
-                }),
-            },
-            (_, None) => Page {
-                entries: Vec::new(),
-                gap: Some(Gap {
-                    after,
-                    resume_from: last + 1,
-                }),
-            },
-        };
-        Ok(page)
-    }
-
-    /// A cursor beyond this instance's last id: either this instance is a
-    /// moment behind (the client heard of a newer message elsewhere), or the
-    /// cursor is from before Redis lost its data. The broker's sequence tells.
-    async fn read_ahead(&self, room: &Room, after: u64) -> Page {
-        match self.broker.sequence(&room.name, 0).await {
-            Ok(sequence) if sequence.current < after => Page {
-                entries: Vec::new(),
-                gap: Some(Gap {
-                    after,
-                    resume_from: sequence.current + 1,
-                }),
-            },
-            // Behind, or the broker cannot say right now: wait for news.
-            _ => Page::default(),
-        }
-    }
-
-    /// Takes one message from the broker and delivers it, and any messages
-    /// pub/sub missed before it, in order.
-    async fn accept(&self, message: Message) {
-        let room = self.room(&message.room);
-        let entry = Entry::new(&message, self.framer);
-        let Append::Behind { last } = room.append(&entry, &self.policy, IfBehind::Report) else {
-            return;
-        };
-        let id = entry.id();
-        let filled = self.fill(&room.name, last, id).await;
-        let filled = filled
-            .iter()
-            .filter(|m| m.id < id)
-            .map(|m| Entry::new(m, self.framer));
-        self.deliver_in_order(&room, filled.chain(std::iter::once(entry)));
-    }
-
-    /// The messages between `last` and `next` from history. A failed read is
-    /// retried once: giving up means the ring starts over at `next` and
-    /// clients are told of a gap that may not be real, but every room waits
-    /// on this task meanwhile.
-    async fn fill(&self, room: &RoomName, last: u64, next: u64) -> Vec<Message> {
-        let missing = usize::try_from(next - last - 1).unwrap_or(usize::MAX);
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(400));
-        for attempt in 1..=GAP_FILL_ATTEMPTS {
-            match self.broker.read_after(room, last, missing).await {
-                Ok(found) => return found,
-                Err(err) if attempt == GAP_FILL_ATTEMPTS => {
-                    log::warn!(
-                        "room {room}: cannot fetch ids {}..{next} from history: {err}",
-                        last + 1
-                    );
-                }
-                Err(_) => tokio::time::sleep(backoff.next_delay()).await,
-            }
-        }
-        Vec::new()
-    }
-
-    /// Appends messages known to be in id order; where one does not follow
-    /// on (its predecessors are gone from history), the ring starts over.
-    fn deliver_in_order(&self, room: &Room, entries: impl Iterator<Item = Arc<Entry>>) {
-        for entry in entries {
-            if let Append::Restarted { last } = room.append(&entry, &self.policy, IfBehind::Restart)
-            {
-                log::warn!(
-                    "room {}: ids {}..{} are gone from history; clients resuming there get a gap",
-                    room.name,
-                    last + 1,
-                    entry.id()
-                );
-            }
-        }
-    }
-
-    /// After a (re)subscription: for every room held, raise the broker's
-    /// sequence back to what this instance has seen (Redis may have lost
-    /// it) and fetch what pub/sub missed while it was down.
-    /// Returns whether every room was re-synced.
-    async fn resync(&self) -> bool {
-        let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
-        let failures = std::sync::atomic::AtomicUsize::new(0);
-        futures_util::stream::iter(rooms)
-            .for_each_concurrent(RESYNC_CONCURRENCY, |room| {
-                let failures = &failures;
-                async move {
-                    if let Err(err) = self.resync_room(&room).await {
-                        log::warn!("room {}: re-sync failed, will retry: {err}", room.name);
-                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-            })
-            .await;
-        failures.into_inner() == 0
-    }
-
-    async fn resync_room(&self, room: &Room) -> Result<(), BrokerError> {
-        let Some(last) = room.last() else {
-            return Ok(());
-        };
-        let sequence = self.broker.sequence(&room.name, last).await?;
-        if sequence.stored < last {
-            log::warn!(
-                "room {}: the broker's sequence was {} but this instance has seen id {last}; \
-                 it lost data, and ids continue from {}",
-                room.name,
-                sequence.stored,
-                last + 1
-            );
-        }
-        loop {
-            let after = room.last().unwrap_or(last);
-            let batch = self
-                .broker
-                .read_after(&room.name, after, READ_BATCH)
-                .await?;
-            let complete = batch.len() < READ_BATCH;
-            self.deliver_in_order(room, batch.into_iter().map(|m| Entry::new(&m, self.framer)));
-            if complete {
-                return Ok(());
-            }
-        }
-    }
-
-    fn retire_idle_rooms(&self) {
-        self.rooms()
-            .retain(|_, room| !room.retire_if_idle(self.room_idle));
+        self.rooms.len()
     }
 }
 
@@ -532,7 +193,7 @@ impl Inner {
 /// task of their own (see [`resync_until_done`]), so live messages keep
 /// flowing meanwhile; appends check contiguity under the room's lock, so the
 /// two never deliver a message twice or out of order.
-async fn ingest(hub: Weak<Inner>, mut feed: mpsc::Receiver<Feed>, stop: CancellationToken) {
+async fn ingest(hub: Weak<Rooms>, mut feed: mpsc::Receiver<Feed>, stop: CancellationToken) {
     let mut resync: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let item = tokio::select! {
@@ -563,7 +224,7 @@ async fn ingest(hub: Weak<Inner>, mut feed: mpsc::Receiver<Feed>, stop: Cancella
 
 /// Re-syncs every room, retrying with backoff until all succeed (Redis may
 /// answer the subscription before it answers commands again).
-async fn resync_until_done(hub: Weak<Inner>, stop: CancellationToken) {
+async fn resync_until_done(hub: Weak<Rooms>, stop: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         let Some(inner) = hub.upgrade() else { return };
@@ -580,7 +241,7 @@ async fn resync_until_done(hub: Weak<Inner>, stop: CancellationToken) {
 
 /// Drops rooms nobody uses, so memory follows the rooms in use rather than
 /// every room name ever asked for.
-async fn sweep(hub: Weak<Inner>, stop: CancellationToken) {
+async fn sweep(hub: Weak<Rooms>, stop: CancellationToken) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {
@@ -595,6 +256,8 @@ async fn sweep(hub: Weak<Inner>, stop: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
+
+    use prometheus::IntCounter;
 
     use super::*;
     use crate::broker::MemoryBroker;
@@ -617,10 +280,10 @@ mod tests {
         }
     }
 
-    fn plain(_: &Message) -> Framing {
-        Framing {
-            prefix: String::new(),
-            suffix: "",
+    fn plain(_: u64, json: &serde_json::value::RawValue) -> Framed {
+        Framed {
+            frame: json.get().to_owned(),
+            json_at: 0,
         }
     }
 

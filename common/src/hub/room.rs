@@ -17,8 +17,28 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
-use super::{Entry, Policy, Socket};
+use prometheus::IntCounter;
+
+use super::entry::{Entry, Socket};
 use crate::message::RoomName;
+
+/// Counters the hub reports into `/metrics`.
+#[derive(Debug, Clone)]
+pub struct HubMetrics {
+    /// Streaming clients dropped from the fan-out because their queue was full.
+    pub slow_clients: IntCounter,
+    /// Of those, the ones that took no data at all and were disconnected.
+    pub slow_clients_disconnected: IntCounter,
+}
+
+/// The settings every room applies, bundled with the counters it bumps.
+#[derive(Debug)]
+pub(super) struct Policy {
+    pub(super) ring_len: usize,
+    pub(super) queue_len: usize,
+    pub(super) slow_client_timeout: Duration,
+    pub(super) metrics: HubMetrics,
+}
 
 #[derive(Debug)]
 pub(super) struct Room {

@@ -21,8 +21,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::entry::{Entry, Gap, Page, Socket};
 use super::room::{Room, SlotShared};
-use super::{Entry, Gap, Inner, Page, READ_BATCH, Socket};
+use super::rooms::{READ_BATCH, Rooms};
 use crate::broker::BrokerError;
 
 /// A read from the ring or history that outlives the `next()` call that
@@ -50,7 +51,7 @@ pub enum SubscriptionEnded {
 }
 
 pub struct Subscription {
-    hub: Arc<Inner>,
+    hub: Arc<Rooms>,
     room: Arc<Room>,
     slot: Arc<SlotShared>,
     queue: mpsc::Receiver<Arc<Entry>>,
@@ -73,7 +74,7 @@ pub struct Subscription {
 
 impl Subscription {
     pub(super) async fn start(
-        hub: Arc<Inner>,
+        hub: Arc<Rooms>,
         room: Arc<Room>,
         after: Option<u64>,
         socket: Option<Socket>,
@@ -204,7 +205,7 @@ type Joined = (Arc<Room>, Arc<SlotShared>, mpsc::Receiver<Arc<Entry>>, u64);
 /// Joins the room's fan-out once it knows its position, looking the room up
 /// again if it was retired meanwhile (the sweeper drops unused rooms).
 async fn join(
-    hub: &Inner,
+    hub: &Rooms,
     mut room: Arc<Room>,
     socket: Option<Socket>,
 ) -> Result<Joined, BrokerError> {

@@ -3,24 +3,34 @@
 mod poll;
 mod seed;
 
+use std::sync::Arc;
+
 use actix_web::web;
+use common::Routes;
+use common::config::{ConfigError, Env};
 use common::http::method_not_allowed;
 
-pub fn configure(config: &mut web::ServiceConfig) {
-    config
-        .service(
-            web::resource("/rooms/{room}/poll")
-                .route(web::get().to(poll::poll))
-                .default_service(method_not_allowed("GET")),
-        )
-        .service(
-            web::resource("/get-messages")
-                .route(web::get().to(seed::get_messages))
-                .default_service(method_not_allowed("GET")),
-        )
-        .service(
-            web::resource("/new-messages")
-                .route(web::post().to(seed::new_messages))
-                .default_service(method_not_allowed("POST")),
-        );
+use crate::config::PollSettings;
+
+pub fn configure(env: &Env<'_>) -> Result<Routes, ConfigError> {
+    let settings = web::Data::new(PollSettings::from(env)?);
+    Ok(Arc::new(move |config: &mut web::ServiceConfig| {
+        config
+            .app_data(settings.clone())
+            .service(
+                web::resource("/rooms/{room}/poll")
+                    .route(web::get().to(poll::poll))
+                    .default_service(method_not_allowed("GET")),
+            )
+            .service(
+                web::resource("/get-messages")
+                    .route(web::get().to(seed::get_messages))
+                    .default_service(method_not_allowed("GET")),
+            )
+            .service(
+                web::resource("/new-messages")
+                    .route(web::post().to(seed::new_messages))
+                    .default_service(method_not_allowed("POST")),
+            );
+    }))
 }

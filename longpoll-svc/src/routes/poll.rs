@@ -5,18 +5,21 @@ use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, HttpResponseBuilder, http::StatusCode, web};
-use common::http::{AppState, RoomPath, messages_json, optional_param};
+use common::http::{AppState, Cursor, RoomPath, optional_param};
 use common::hub::Page;
-use common::{ApiError, Config, RoomName};
+use common::{ApiError, RoomName};
 use tokio::time::Instant;
+use wire::PollAnswer;
+
+use crate::config::{POLL_BATCH, PollSettings};
 
 pub(super) async fn poll(
     state: web::Data<AppState>,
+    settings: web::Data<PollSettings>,
     RoomPath(room): RoomPath,
+    Cursor(after): Cursor,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let after: Option<u64> =
-        optional_param(query.get("after"), "after", "a message id (0 or more)")?;
     let timeout = optional_param::<f64>(query.get("timeout"), "timeout", "a number of seconds")?
         .map(|secs| {
             Duration::try_from_secs_f64(secs).map_err(|_| {
@@ -32,19 +35,17 @@ pub(super) async fn poll(
         Some(after) => after,
         None => state.hub.last_id(&room).await?,
     };
-    let deadline = Instant::now() + state.config.poll_timeout(timeout);
-    match wait_for_messages(&state, &room, after, Config::POLL_BATCH, deadline).await? {
+    let deadline = Instant::now() + settings.hold(timeout);
+    match wait_for_messages(&state, &room, after, POLL_BATCH, deadline).await? {
         Waited::Messages { page, live } => {
             for entry in &page.entries {
-                state.metrics.record_delivery(entry.ts, live);
+                state.metrics.record_delivery(entry.ts(), live);
             }
-            let mut extra = format!(r#","cursor":{}"#, page.cursor(after));
-            if page.gap.is_some() {
-                extra.push_str(r#","gap":true"#);
-            }
-            Ok(no_store(StatusCode::OK)
-                .content_type("application/json")
-                .body(messages_json(&page.entries, &extra)))
+            Ok(no_store(StatusCode::OK).json(PollAnswer {
+                messages: page.json(),
+                cursor: page.cursor(after),
+                gap: page.gap.is_some(),
+            }))
         }
         Waited::TimedOut => Ok(no_store(StatusCode::NO_CONTENT).finish()),
         // The client polls again at once; `Connection: close` sends it to

@@ -14,15 +14,19 @@ use common::{ApiError, RoomName};
 use tokio::time::Instant;
 
 use super::poll::{Waited, wait_for_messages};
+use crate::config::PollSettings;
 
 /// The seed's chat has one room.
 static GENERAL: LazyLock<RoomName> =
     LazyLock::new(|| RoomName::parse("general").expect("\"general\" is a valid room name"));
 
-pub(super) async fn get_messages(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn get_messages(
+    state: web::Data<AppState>,
+    settings: web::Data<PollSettings>,
+) -> Result<HttpResponse, ApiError> {
     let _connected = state.metrics.connection();
     let mut after = state.hub.last_id(&GENERAL).await?;
-    let hold = state.config.poll_timeout(None);
+    let hold = settings.hold(None);
     let deadline = Instant::now() + hold;
     loop {
         match wait_for_messages(&state, &GENERAL, after, 1, deadline).await? {
@@ -33,11 +37,10 @@ pub(super) async fn get_messages(state: web::Data<AppState>) -> Result<HttpRespo
                     after = page.cursor(after);
                     continue;
                 };
-                state.metrics.record_delivery(entry.ts, live);
+                state.metrics.record_delivery(entry.ts(), live);
                 return Ok(HttpResponse::Ok()
                     .insert_header(("Cache-Control", "no-store"))
-                    .content_type("application/json")
-                    .body(entry.json.clone().into_bytes()));
+                    .json(entry.json()));
             }
             Waited::TimedOut => return Err(ApiError::PollTimeout(hold)),
             Waited::ShuttingDown => return Err(ApiError::ShuttingDown),

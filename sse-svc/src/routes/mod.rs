@@ -2,13 +2,20 @@
 
 mod events;
 
+use std::sync::Arc;
+
 use actix_web::web;
+use common::Routes;
+use common::config::{ConfigError, Env};
 use common::http::method_not_allowed;
 
-pub fn configure(config: &mut web::ServiceConfig) {
-    config.service(
-        web::resource("/rooms/{room}/events")
-            .route(web::get().to(events::events))
-            .default_service(method_not_allowed("GET")),
-    );
+/// sse-svc has no settings of its own beyond the shared ones.
+pub fn configure(_: &Env<'_>) -> Result<Routes, ConfigError> {
+    Ok(Arc::new(|config: &mut web::ServiceConfig| {
+        config.service(
+            web::resource("/rooms/{room}/events")
+                .route(web::get().to(events::events))
+                .default_service(method_not_allowed("GET")),
+        );
+    }))
 }

@@ -2,13 +2,22 @@
 
 mod upgrade;
 
+use std::sync::Arc;
+
 use actix_web::web;
+use common::Routes;
+use common::config::{ConfigError, Env};
 use common::http::method_not_allowed;
 
-pub fn configure(config: &mut web::ServiceConfig) {
-    config.service(
-        web::resource("/rooms/{room}/ws")
-            .route(web::get().to(upgrade::upgrade))
-            .default_service(method_not_allowed("GET")),
-    );
+use crate::config::WsSettings;
+
+pub fn configure(env: &Env<'_>) -> Result<Routes, ConfigError> {
+    let settings = web::Data::new(WsSettings::from(env)?);
+    Ok(Arc::new(move |config: &mut web::ServiceConfig| {
+        config.app_data(settings.clone()).service(
+            web::resource("/rooms/{room}/ws")
+                .route(web::get().to(upgrade::upgrade))
+                .default_service(method_not_allowed("GET")),
+        );
+    }))
 }

@@ -5,39 +5,36 @@
 //! foreign `Origin` (403), a bad room (404), cursor or handshake (400), a
 //! broker that cannot tell where the room stands (503).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
+use actix_web::FromRequest;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use common::ApiError;
 use common::config::AllowedOrigins;
-use common::http::{AppState, Disconnector, RoomPath, optional_param};
-use common::hub::Socket;
+use common::http::{AppState, Cursor, RoomPath};
+use common::session::StreamSession;
 
+use crate::config::WsSettings;
 use crate::connection::Connection;
 
 pub(super) async fn upgrade(
     state: web::Data<AppState>,
+    settings: web::Data<WsSettings>,
     RoomPath(room): RoomPath,
     request: HttpRequest,
-    query: web::Query<HashMap<String, String>>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     if !wants_websocket(&request) {
         return Err(ApiError::UpgradeRequired);
     }
     check_origin(&request, &state.config.allowed_origins)?;
-    let after: Option<u64> =
-        optional_param(query.get("after"), "after", "a message id (0 or more)")?;
+    let Cursor(after) = Cursor::extract(&request).await?;
     if state.is_shutting_down() {
         return Err(ApiError::ShuttingDown);
     }
-    let socket = Disconnector::for_request(&request).map(|socket| Arc::new(socket) as Socket);
-    let subscription = state.hub.subscribe(&room, after, socket).await?;
+    let stream = StreamSession::open(&state, &request, &room, after).await?;
     let (response, session, frames) =
         actix_ws::handle(&request, body).map_err(|err| ApiError::BadHandshake(err.to_string()))?;
-    let connection = Connection::new(state, room, session, frames, subscription);
+    let connection = Connection::new(state, &settings, room, session, frames, stream);
     actix_web::rt::spawn(connection.run());
     Ok(response)
 }

@@ -1,13 +1,13 @@
 //! Building and running a service: the same path for `main` and for tests.
 //!
-//! [`Application::build`] wires config -> broker -> hub -> HTTP server and
-//! binds (port 0 picks a free port, reported by [`Application::port`]).
-//! Shutdown is an input: a [`CancellationToken`] that `main` cancels on
-//! SIGTERM/SIGINT ([`cancel_on_signals`]) and tests cancel directly. It stops
-//! the listener and ends every held poll, stream and session, which say
-//! goodbye to their clients; in-flight requests get `SHUTDOWN_TIMEOUT_SECS`.
+//! [`Application::build`] reads the settings, wires broker -> hub ->
+//! publisher -> HTTP server and binds (port 0 picks a free port, reported by
+//! [`Application::port`]). Shutdown is an input: a [`CancellationToken`] that
+//! `main` cancels on SIGTERM/SIGINT ([`crate::cli::cancel_on_signals`]) and
+//! tests cancel directly. It stops the listener and ends every held poll,
+//! stream and session, which say goodbye to their clients; in-flight
+//! requests get `SHUTDOWN_TIMEOUT_SECS`.
 
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +16,13 @@ use actix_web::{App, HttpServer, middleware, web};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, MemoryBroker, RedisBroker, RedisSettings};
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Env};
 use crate::error::ApiError;
 use crate::http::{self, AppState};
 use crate::hub::{Framer, Hub, HubSettings};
 use crate::message::Via;
 use crate::metrics::Metrics;
+use crate::publisher::Publisher;
 use crate::rate_limit::{AddressLimiter, Rate};
 
 /// How long a room nobody uses stays in an instance's memory.
@@ -34,6 +35,10 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// Access log line: client, request line, status, bytes, seconds.
 const ACCESS_LOG_FORMAT: &str = r#"%a "%r" %s %b %T"#;
 
+/// A transport's own routes, with its own settings bound in, mounted beside
+/// the shared ones on every worker.
+pub type Routes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
 /// What makes a service a particular transport.
 #[derive(Debug, Clone, Copy)]
 pub struct Service {
@@ -44,8 +49,11 @@ pub struct Service {
     pub via: Via,
     /// How this transport frames a message (serialized once per message).
     pub framer: Framer,
-    /// The transport's own routes, mounted beside the shared ones.
-    pub routes: fn(&mut web::ServiceConfig),
+    /// Reads the transport's own variables (a bad one stops the service at
+    /// start, like any other) and returns its routes.
+    pub routes: fn(&Env<'_>) -> Result<Routes, ConfigError>,
+    /// The transport's own variables, for `--help`.
+    pub env_help: &'static str,
 }
 
 /// A built, bound service, not yet running.
@@ -66,6 +74,8 @@ impl std::fmt::Debug for Application {
 /// Why a service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: String,
@@ -76,10 +86,12 @@ pub enum StartError {
 }
 
 impl Application {
-    /// Must be called within a Tokio runtime, which then runs the hub and
-    /// the broker subscription.
-    pub async fn build(config: Config, service: Service) -> Result<Self, StartError> {
-        let config = Arc::new(config);
+    /// Reads the settings from `env` and builds the service. Must be called
+    /// within a Tokio runtime, which then runs the hub and the broker
+    /// subscription.
+    pub async fn build(env: &Env<'_>, service: Service) -> Result<Self, StartError> {
+        let config = Arc::new(Config::from(env, service.default_port)?);
+        let routes = (service.routes)(env)?;
         let metrics = Metrics::new(service.via);
         let broker = broker(&config, &metrics)?;
         let hub = Hub::start(
@@ -96,11 +108,17 @@ impl Application {
         let shutdown = CancellationToken::new();
         let publish_limiter =
             Rate::new(config.publish_rate_per_sec, config.publish_burst).map(AddressLimiter::new);
+        let publisher = Publisher::new(
+            hub.clone(),
+            service.via,
+            config.max_message_chars,
+            metrics.published.clone(),
+        );
         let state = web::Data::new(AppState {
             config: Arc::clone(&config),
             hub,
+            publisher,
             metrics,
-            via: service.via,
             shutdown: shutdown.clone(),
             publish_limiter,
         });
@@ -125,7 +143,7 @@ impl Application {
                         .exclude("/readyz"),
                 )
                 .configure(http::routes)
-                .configure(service.routes)
+                .configure(|config| routes(config))
                 .default_service(web::to(http::not_found))
         })
         .on_connect(move |connection, data| {
@@ -220,7 +238,7 @@ where
                 state
                     .metrics
                     .errors
-                    .with_label_values(&[api_error.code()])
+                    .with_label_values(&[api_error.code().as_str()])
                     .inc();
             }
         }
@@ -245,128 +263,4 @@ fn spawn_limiter_cleanup(state: web::Data<AppState>) {
             }
         }
     });
-}
-
-/// Cancels `shutdown` on the first SIGTERM or SIGINT.
-pub fn cancel_on_signals(shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let signal = wait_for_signal().await;
-        log::info!("{signal} received: shutting down");
-        shutdown.cancel();
-    });
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        log::error!("cannot listen for signals; stop this service with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> &'static str {
-    let _ = tokio::signal::ctrl_c().await;
-    "Ctrl-C"
-}
-
-/// Logging for a service's `main`: `RUST_LOG` filters, `info` by default.
-pub fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
-}
-
-/// The command line of every service binary. Settings come from the
-/// environment, listed in `--help`.
-#[derive(Debug, clap::Parser)]
-struct Cli {
-    /// Ask the service running on this host's PORT whether it is ready; exit
-    /// 0 if it is, 1 if not (a container health check without curl).
-    #[arg(long)]
-    healthcheck: bool,
-}
-
-/// Everything a service's `main` does: parse the command line, read the
-/// config, log, build, serve until SIGTERM/SIGINT.
-pub async fn main(service: Service) -> ExitCode {
-    use clap::{CommandFactory, FromArgMatches};
-    let command = Cli::command()
-        .name(service.name)
-        .version(service.version)
-        .about(format!(
-            "The chat's {} service. Configured by environment variables.",
-            service.via
-        ))
-        .after_help(crate::config::ENV_HELP);
-    let cli = match Cli::from_arg_matches(&command.get_matches()) {
-        Ok(cli) => cli,
-        Err(err) => err.exit(),
-    };
-    init_logging();
-    raise_open_files_limit();
-    let config = match Config::from_env(service.default_port) {
-        Ok(config) => config,
-        Err(err) => {
-            log::error!("{err}");
-            return ExitCode::from(2);
-        }
-    };
-    if cli.healthcheck {
-        return healthcheck(config.port).await;
-    }
-    let app = match Application::build(config, service).await {
-        Ok(app) => app,
-        Err(err) => {
-            log::error!("{}", crate::error::error_chain(&err));
-            return ExitCode::FAILURE;
-        }
-    };
-    cancel_on_signals(app.shutdown_token());
-    match app.run_until_stopped().await {
-        Ok(()) => {
-            log::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            log::error!("server failed: {err}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Every client holds a socket (a streaming one, two descriptors: see
-/// `Disconnector`), and the usual soft limit of 1024 open files would cap an
-/// instance at a few hundred clients. Raise it to the hard limit.
-fn raise_open_files_limit() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => log::debug!("open files limit: {limit}"),
-        Err(err) => log::warn!("cannot raise the open files limit: {err}"),
-    }
-}
-
-/// `GET /readyz` on 127.0.0.1:`port`, by hand: the runtime image has no curl.
-async fn healthcheck(port: u16) -> ExitCode {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let check = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        stream
-            .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await?;
-        Ok::<_, std::io::Error>(head.ends_with(b" 200"))
-    };
-    match tokio::time::timeout(Duration::from_secs(3), check).await {
-        Ok(Ok(true)) => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
-    }
 }

@@ -2,14 +2,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
+use wire::HistoryAnswer;
 
-use super::{AppState, RoomPath, optional_param};
+use super::{AppState, Cursor, RoomPath, optional_param};
 use crate::error::ApiError;
-use crate::hub::Entry;
 use crate::message::{PublishBody, RoomName};
 
 /// Messages a history read returns when the client does not say.
@@ -42,7 +41,7 @@ pub async fn publish_to(
             .check(address)
             .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     }
-    let message = state.publish(room, body).await?;
+    let message = state.publisher.publish(room, body).await?;
     Ok(HttpResponse::Created().json(message))
 }
 
@@ -68,10 +67,9 @@ fn client_address(request: &HttpRequest, trust_x_real_ip: bool) -> Option<IpAddr
 pub(super) async fn history(
     state: web::Data<AppState>,
     RoomPath(room): RoomPath,
+    Cursor(after): Cursor,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let after: Option<u64> =
-        optional_param(query.get("after"), "after", "a message id (0 or more)")?;
     let limit: usize = optional_param(query.get("limit"), "limit", "a whole number from 1 to 500")?
         .unwrap_or(DEFAULT_HISTORY_LIMIT);
     if limit == 0 {
@@ -88,32 +86,10 @@ pub(super) async fn history(
         }
         None => (state.hub.latest(&room, limit).await?, false),
     };
-    let extra = if gap { r#","gap":true"# } else { "" };
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .content_type(mime_json())
-        .body(messages_json(&entries, extra)))
-}
-
-fn mime_json() -> HeaderValue {
-    HeaderValue::from_static("application/json")
-}
-
-/// `{"messages":[...]<extra>}` from messages already serialized once:
-/// answering a read costs copying bytes, not serializing messages again.
-/// `extra` is more members, each starting with a comma.
-pub fn messages_json(entries: &[Arc<Entry>], extra: &str) -> String {
-    let size: usize = entries.iter().map(|entry| entry.json.len() + 1).sum();
-    let mut body = String::with_capacity(size + extra.len() + 16);
-    body.push_str(r#"{"messages":["#);
-    for (index, entry) in entries.iter().enumerate() {
-        if index > 0 {
-            body.push(',');
-        }
-        body.push_str(&entry.json);
-    }
-    body.push(']');
-    body.push_str(extra);
-    body.push('}');
-    body
+        .json(HistoryAnswer {
+            messages: entries.iter().map(|entry| entry.json()).collect(),
+            gap,
+        }))
 }

@@ -1,0 +1,275 @@
+//! The rooms this instance holds, and the reads and writes that keep each
+//! room's ring contiguous: taking messages from the broker (filling holes
+//! from history), re-syncing after a reconnect, and answering "everything
+//! after id N" from the ring, from history, or with a [`Gap`].
+//!
+//! [`Hub`](super::Hub) is the public handle; its tasks and the
+//! [`Subscription`](super::Subscription)s share one `Rooms`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use super::entry::{Entry, Framer, Gap, Page};
+use super::room::{Append, IfBehind, Policy, RingRead, Room};
+use crate::backoff::Backoff;
+use crate::broker::{Broker, BrokerError};
+use crate::message::{Message, RoomName};
+
+/// How many messages one replay or catch-up read asks for.
+pub(super) const READ_BATCH: usize = 500;
+/// Rooms re-synced at once after a reconnect.
+const RESYNC_CONCURRENCY: usize = 16;
+/// Reads of a gap from history before giving up on it.
+const GAP_FILL_ATTEMPTS: u32 = 2;
+
+#[derive(Debug)]
+pub(super) struct Rooms {
+    pub(super) broker: Arc<dyn Broker>,
+    rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
+    pub(super) framer: Framer,
+    pub(super) policy: Policy,
+    room_idle: Duration,
+}
+
+impl Rooms {
+    pub(super) fn new(
+        broker: Arc<dyn Broker>,
+        framer: Framer,
+        policy: Policy,
+        room_idle: Duration,
+    ) -> Self {
+        Rooms {
+            broker,
+            rooms: Mutex::new(HashMap::new()),
+            framer,
+            policy,
+            room_idle,
+        }
+    }
+
+    /// The room if this instance holds it.
+    pub(super) fn get(&self, name: &RoomName) -> Option<Arc<Room>> {
+        self.map().get(name).cloned()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<RoomName, Arc<Room>>> {
+        // Only lookups and inserts happen under this lock; nothing can be
+        // left half-done by a panic, so a poisoned lock is still usable.
+        self.rooms
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The room, created (unsynced) if this instance has not seen it.
+    pub(super) fn room(&self, name: &RoomName) -> Arc<Room> {
+        let mut rooms = self.map();
+        Arc::clone(
+            rooms
+                .entry(name.clone())
+                .or_insert_with(|| Arc::new(Room::new(name.clone()))),
+        )
+    }
+
+    pub(super) async fn synced_room(&self, name: &RoomName) -> Result<Arc<Room>, BrokerError> {
+        let room = self.room(name);
+        self.sync(&room).await?;
+        Ok(room)
+    }
+
+    /// Makes sure the room knows its position, asking the broker if no
+    /// message has told it yet.
+    pub(super) async fn sync(&self, room: &Room) -> Result<(), BrokerError> {
+        if !room.is_synced() {
+            let sequence = self.broker.sequence(&room.name, 0).await?;
+            room.sync_to(sequence.current);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn read_after(
+        &self,
+        room: &Room,
+        after: u64,
+        limit: usize,
+    ) -> Result<Page, BrokerError> {
+        let (ring_head, last) = match room.read(after, limit) {
+            RingRead::Served(entries) => return Ok(Page { entries, gap: None }),
+            RingRead::AtEnd => return Ok(Page::default()),
+            RingRead::Ahead => return Ok(self.read_ahead(room, after).await),
+            RingRead::Older { head, last } => (head, last),
+        };
+        let stored = self.broker.read_after(&room.name, after, limit).await?;
+        let stored_first = stored.first().map(|message| message.id);
+        let entries =
+            |stored: Vec<Message>| stored.iter().map(|m| Entry::new(m, self.framer)).collect();
+        if stored_first == Some(after + 1) {
+            return Ok(Page {
+                entries: entries(stored),
+                gap: None,
+            });
+        }
+        // History no longer reaches back to the cursor. Serve from whichever
+        // of ring and history starts earlier (the ring's head was taken
+        // with the same look, so it is still contiguous), and say where.
+        let ring_first = ring_head.first().map(|entry| entry.id());
+        let page = match (ring_first, stored_first) {
+            (Some(ring_first), stored_first) if stored_first.is_none_or(|s| ring_first <= s) => {
+                Page {
+                    entries: ring_head,
+                    gap: Some(Gap {
+                        after,
+                        resume_from: ring_first,
+                    }),
+                }
+            }
+            (_, Some(stored_first)) => Page {
+                entries: entries(stored),
+                gap: Some(Gap {
+                    after,
+                    resume_from: stored_first,
+                }),
+            },
+            (_, None) => Page {
+                entries: Vec::new(),
+                gap: Some(Gap {
+                    after,
+                    resume_from: last + 1,
+                }),
+            },
+        };
+        Ok(page)
+    }
+
+    /// A cursor beyond this instance's last id: either this instance is a
+    /// moment behind (the client heard of a newer message elsewhere), or the
+    /// cursor is from before Redis lost its data. The broker's sequence tells.
+    async fn read_ahead(&self, room: &Room, after: u64) -> Page {
+        match self.broker.sequence(&room.name, 0).await {
+            Ok(sequence) if sequence.current < after => Page {
+                entries: Vec::new(),
+                gap: Some(Gap {
+                    after,
+                    resume_from: sequence.current + 1,
+                }),
+            },
+            // Behind, or the broker cannot say right now: wait for news.
+            _ => Page::default(),
+        }
+    }
+
+    /// Takes one message from the broker and delivers it, and any messages
+    /// pub/sub missed before it, in order.
+    pub(super) async fn accept(&self, message: Message) {
+        let room = self.room(&message.room);
+        let entry = Entry::new(&message, self.framer);
+        let Append::Behind { last } = room.append(&entry, &self.policy, IfBehind::Report) else {
+            return;
+        };
+        let id = entry.id();
+        let filled = self.fill(&room.name, last, id).await;
+        let filled = filled
+            .iter()
+            .filter(|m| m.id < id)
+            .map(|m| Entry::new(m, self.framer));
+        self.deliver_in_order(&room, filled.chain(std::iter::once(entry)));
+    }
+
+    /// The messages between `last` and `next` from history. A failed read is
+    /// retried once: giving up means the ring starts over at `next` and
+    /// clients are told of a gap that may not be real, but every room waits
+    /// on this task meanwhile.
+    async fn fill(&self, room: &RoomName, last: u64, next: u64) -> Vec<Message> {
+        let missing = usize::try_from(next - last - 1).unwrap_or(usize::MAX);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(400));
+        for attempt in 1..=GAP_FILL_ATTEMPTS {
+            match self.broker.read_after(room, last, missing).await {
+                Ok(found) => return found,
+                Err(err) if attempt == GAP_FILL_ATTEMPTS => {
+                    log::warn!(
+                        "room {room}: cannot fetch ids {}..{next} from history: {err}",
+                        last + 1
+                    );
+                }
+                Err(_) => tokio::time::sleep(backoff.next_delay()).await,
+            }
+        }
+        Vec::new()
+    }
+
+    /// Appends messages known to be in id order; where one does not follow
+    /// on (its predecessors are gone from history), the ring starts over.
+    fn deliver_in_order(&self, room: &Room, entries: impl Iterator<Item = Arc<Entry>>) {
+        for entry in entries {
+            if let Append::Restarted { last } = room.append(&entry, &self.policy, IfBehind::Restart)
+            {
+                log::warn!(
+                    "room {}: ids {}..{} are gone from history; clients resuming there get a gap",
+                    room.name,
+                    last + 1,
+                    entry.id()
+                );
+            }
+        }
+    }
+
+    /// After a (re)subscription: for every room held, raise the broker's
+    /// sequence back to what this instance has seen (Redis may have lost
+    /// it) and fetch what pub/sub missed while it was down.
+    /// Returns whether every room was re-synced.
+    pub(super) async fn resync(&self) -> bool {
+        let rooms: Vec<Arc<Room>> = self.map().values().cloned().collect();
+        let failures = std::sync::atomic::AtomicUsize::new(0);
+        futures_util::stream::iter(rooms)
+            .for_each_concurrent(RESYNC_CONCURRENCY, |room| {
+                let failures = &failures;
+                async move {
+                    if let Err(err) = self.resync_room(&room).await {
+                        log::warn!("room {}: re-sync failed, will retry: {err}", room.name);
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+            .await;
+        failures.into_inner() == 0
+    }
+
+    async fn resync_room(&self, room: &Room) -> Result<(), BrokerError> {
+        let Some(last) = room.last() else {
+            return Ok(());
+        };
+        let sequence = self.broker.sequence(&room.name, last).await?;
+        if sequence.stored < last {
+            log::warn!(
+                "room {}: the broker's sequence was {} but this instance has seen id {last}; \
+                 it lost data, and ids continue from {}",
+                room.name,
+                sequence.stored,
+                last + 1
+            );
+        }
+        loop {
+            let after = room.last().unwrap_or(last);
+            let batch = self
+                .broker
+                .read_after(&room.name, after, READ_BATCH)
+                .await?;
+            let complete = batch.len() < READ_BATCH;
+            self.deliver_in_order(room, batch.into_iter().map(|m| Entry::new(&m, self.framer)));
+            if complete {
+                return Ok(());
+            }
+        }
+    }
+
+    pub(super) fn retire_idle_rooms(&self) {
+        self.map()
+            .retain(|_, room| !room.retire_if_idle(self.room_idle));
+    }
+}

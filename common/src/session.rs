@@ -1,0 +1,141 @@
+//! A streaming client's connection, whatever the transport: an SSE stream or
+//! a WebSocket.
+//!
+//! A [`StreamSession`] owns everything the two have in common: the hub
+//! [`Subscription`] (replay from the cursor, then live, each message exactly
+//! once), the connected-clients gauge, delivery metrics, the heartbeat
+//! timer, shutdown, and the slow-client disconnector (the connection's
+//! socket, handed to the hub so it can cut a client that takes nothing).
+//! A transport only turns each [`SessionEvent`] into its own bytes and says
+//! goodbye its own way when the session [ends](Ending).
+
+use std::sync::Arc;
+
+use actix_web::HttpRequest;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use wire::close::{self, Goodbye};
+
+use crate::broker::BrokerError;
+use crate::http::{AppState, Disconnector};
+use crate::hub::{Delivery, Entry, Gap, Socket, Subscription, SubscriptionEnded};
+use crate::message::RoomName;
+use crate::metrics::{ConnectionGuard, Metrics};
+
+/// What a transport sends next.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// A message, framed for this transport when it entered the hub.
+    Message(Arc<Entry>),
+    /// Ids were lost; say so before what follows.
+    Gap(Gap),
+    /// `HEARTBEAT_SECS` passed: a keep-alive (SSE) or a ping (WebSocket).
+    Heartbeat,
+    /// The session is over; the transport says goodbye and ends the
+    /// connection.
+    End(Ending),
+}
+
+/// Why a session ends. Every ending asks the client to come back with its
+/// cursor; the transport decides how to say so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The instance is stopping: reconnect (elsewhere).
+    ShuttingDown,
+    /// The client fell further behind than history reaches.
+    TooSlow,
+    /// Catching the client up needs history, which the broker cannot serve
+    /// right now.
+    HistoryUnavailable,
+}
+
+impl Ending {
+    /// How a WebSocket says it (the close code and reason).
+    pub fn goodbye(self) -> Goodbye {
+        match self {
+            Ending::ShuttingDown => close::RESTART,
+            Ending::TooSlow => close::TRY_AGAIN,
+            Ending::HistoryUnavailable => close::CANNOT_CATCH_UP,
+        }
+    }
+}
+
+/// One streaming client's session; see the module docs.
+pub struct StreamSession {
+    subscription: Subscription,
+    heartbeat: Interval,
+    shutdown: CancellationToken,
+    metrics: Metrics,
+    /// Counts the client as connected for as long as the session lives.
+    _connected: ConnectionGuard,
+}
+
+impl StreamSession {
+    /// Subscribes the client of `request` to `room` after `cursor` (or, with
+    /// none, to what is published from now on). Fails if the broker cannot
+    /// say where the room stands (a transient error: the client should come
+    /// back shortly).
+    pub async fn open(
+        state: &AppState,
+        request: &HttpRequest,
+        room: &RoomName,
+        cursor: Option<u64>,
+    ) -> Result<Self, BrokerError> {
+        let socket = Disconnector::for_request(request).map(|socket| Arc::new(socket) as Socket);
+        let subscription = state.hub.subscribe(room, cursor, socket).await?;
+        let every = state.config.heartbeat;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ok(StreamSession {
+            subscription,
+            heartbeat,
+            shutdown: state.shutdown.clone(),
+            metrics: state.metrics.clone(),
+            _connected: state.metrics.connection(),
+        })
+    }
+
+    /// The last id handed out: the client's resume cursor.
+    pub fn cursor(&self) -> u64 {
+        self.subscription.cursor()
+    }
+
+    /// What to send next. Cancel-safe, so a transport may wait on it beside
+    /// other things (a WebSocket's incoming frames); no source can starve
+    /// another.
+    pub async fn next(&mut self) -> SessionEvent {
+        if self.shutdown.is_cancelled() {
+            return SessionEvent::End(Ending::ShuttingDown);
+        }
+        tokio::select! {
+            () = self.shutdown.cancelled() => SessionEvent::End(Ending::ShuttingDown),
+            delivery = self.subscription.next() => self.on_delivery(delivery),
+            _ = self.heartbeat.tick() => SessionEvent::Heartbeat,
+        }
+    }
+
+    fn on_delivery(&self, delivery: Result<Delivery, SubscriptionEnded>) -> SessionEvent {
+        match delivery {
+            Ok(Delivery::Message { entry, live }) => {
+                self.metrics.record_delivery(entry.ts(), live);
+                SessionEvent::Message(entry)
+            }
+            Ok(Delivery::Gap(gap)) => SessionEvent::Gap(gap),
+            Err(ended) => {
+                log::info!("ending a session at id {}: {ended}", self.cursor());
+                SessionEvent::End(match ended {
+                    SubscriptionEnded::TooSlow => Ending::TooSlow,
+                    SubscriptionEnded::Broker(_) => Ending::HistoryUnavailable,
+                })
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for StreamSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSession")
+            .field("cursor", &self.cursor())
+            .finish_non_exhaustive()
+    }
+}
