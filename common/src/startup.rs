@@ -150,7 +150,8 @@ impl Application {
             http::remember_socket(connection, data, unacknowledged_limit)
         })
         // Without this, a client that closes its end is not noticed while a
-        // long poll or stream is held (see ECOSYSTEM.md).
+        // long poll or stream is held: actix-web keeps a half-closed
+        // connection's request running.
         .h1_allow_half_closed(false)
         .backlog(LISTEN_BACKLOG)
         .shutdown_timeout(config.shutdown_timeout.as_secs())

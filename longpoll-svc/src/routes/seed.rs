@@ -1,4 +1,6 @@
-//! The seed's long-poll API on room `general` (SEED.md).
+//! The seed's long-poll API on room `general` (docs/API.md, "The seed's
+//! client": the original Express server and React client this chat grew
+//! from).
 //!
 //! `GET /get-messages` answers with the next message as one object. Unlike
 //! the seed, it never answers an empty 2xx: the seed's client would render
