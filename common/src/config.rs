@@ -176,6 +176,23 @@ fn check_log_filter(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A URL with its password (if any) replaced by `***`, for messages and
+/// logs: `redis://:secret@host` -> `redis://:***@host`.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+        None => url.to_owned(),
+    }
+}
+
 /// `scheme://host[:port]` with no path, as browsers send in `Origin`.
 fn is_origin(candidate: &str) -> bool {
     let Some((scheme, rest)) = candidate.split_once("://") else {
@@ -207,9 +224,15 @@ Environment variables (an empty value counts as unset):
   CLIENT_QUEUE_LEN          messages a streaming client may lag before it is slow [default: 256]
   SLOW_CLIENT_TIMEOUT_SECS  how long a slow client that takes nothing is kept [default: 10]
   SHUTDOWN_TIMEOUT_SECS     grace for in-flight requests on SIGTERM [default: 3]
-  PUBLISH_RATE_PER_SEC      HTTP publishes per second per client address; 0 = off [default: 0]
-  PUBLISH_BURST             HTTP publishes allowed at once [default: 2 x rate]
-  TRUST_X_REAL_IP           rate-limit by the gateway's X-Real-IP header [default: false]
+  PUBLISH_RATE_PER_SEC      publishes per second per client, HTTP and WebSocket together; 0 = off [default: 20]
+  PUBLISH_BURST             publishes a client may make at once [default: 40]
+  MAX_CONNECTIONS           streams, sockets and held polls per instance; 0 = no cap [default: 20000]
+  MAX_CONNECTIONS_PER_CLIENT  of those, per client; 0 = no cap [default: 100]
+  TRUST_X_REAL_IP           know clients by the gateway's X-Real-IP header [default: false]
+  ROOM_IDLE_SECS            how long a room nobody here uses stays in memory [default: 300]
+  HUB_MEMORY_MB             memory all rooms' recent messages may take [default: 256]
+  ROOM_TTL_SECS             how long a room's Redis keys live after its last message [default: 604800]
+  IDEMPOTENCY_WINDOW_SECS   how long an Idempotency-Key is remembered [default: 300]
   RUST_LOG                  log filter, e.g. info or common=debug [default: info]";
 
 /// Settings every service shares.
@@ -239,13 +262,27 @@ pub struct Config {
     pub slow_client_timeout: Duration,
     /// How long in-flight requests get to finish after SIGTERM.
     pub shutdown_timeout: Duration,
-    /// Publishes per second per client address over HTTP; 0 turns it off.
+    /// Publishes per second per client, over HTTP and WebSocket together;
+    /// 0 turns the limit off.
     pub publish_rate_per_sec: u32,
     /// Publishes a client may make at once before the rate applies.
     pub publish_burst: u32,
-    /// Key the rate limit by the `X-Real-IP` header a trusted gateway sets,
+    /// Connections (streams, sockets, held polls) this instance holds at
+    /// most; 0: no cap.
+    pub max_connections: usize,
+    /// Connections one client holds at most; 0: no cap.
+    pub max_connections_per_client: usize,
+    /// Know clients by the `X-Real-IP` header a trusted gateway sets,
     /// instead of the peer address (which is the gateway's).
     pub trust_x_real_ip: bool,
+    /// How long a room no client of this instance uses stays in memory.
+    pub room_idle: Duration,
+    /// Bytes all rooms' recent messages may take in this instance.
+    pub hub_memory_bytes: usize,
+    /// How long a room's Redis keys live after its last message.
+    pub room_ttl: Duration,
+    /// How long an idempotency key is remembered after its first use.
+    pub idempotency_window: Duration,
 }
 
 impl Config {
@@ -272,12 +309,12 @@ impl Config {
             if let Err(err) = redis::Client::open(url.as_str()) {
                 return Err(ConfigError {
                     var: "REDIS_URL",
-                    value: url.clone(),
-                    expected: format!("a redis:// or unix:// URL: {err}"),
+                    value: without_password(url),
+                    expected: format!("a redis:// or unix:// URL: {}", err.category()),
                 });
             }
         }
-        let publish_rate_per_sec = env.number("PUBLISH_RATE_PER_SEC", 0, 0..=1_000_000)?;
+        let publish_rate_per_sec = env.number("PUBLISH_RATE_PER_SEC", 20, 0..=1_000_000)?;
         let host = env.get("HOST").unwrap_or_else(|| "0.0.0.0".into());
         if !is_host(&host) {
             return Err(ConfigError {
@@ -317,8 +354,27 @@ impl Config {
                 publish_rate_per_sec.max(1) * 2,
                 1..=1_000_000,
             )?,
+            max_connections: env.number("MAX_CONNECTIONS", 20_000, 0..=10_000_000)?,
+            max_connections_per_client: env.number(
+                "MAX_CONNECTIONS_PER_CLIENT",
+                100,
+                0..=10_000_000,
+            )?,
             trust_x_real_ip: env.flag("TRUST_X_REAL_IP", false)?,
+            room_idle: env.seconds("ROOM_IDLE_SECS", 300, 1..=86_400)?,
+            hub_memory_bytes: env.number("HUB_MEMORY_MB", 256usize, 1..=1_048_576)? << 20,
+            room_ttl: env.seconds("ROOM_TTL_SECS", 7 * 86_400, 1..=10 * 365 * 86_400)?,
+            idempotency_window: env.seconds("IDEMPOTENCY_WINDOW_SECS", 300, 1..=86_400)?,
         })
+    }
+
+    /// How long what the broker stores lives.
+    pub fn retention(&self) -> crate::broker::Retention {
+        crate::broker::Retention {
+            history_len: self.history_len,
+            room_ttl: self.room_ttl,
+            idempotency_window: self.idempotency_window,
+        }
     }
 
     /// The largest request body worth reading: the longest valid message,
@@ -388,6 +444,36 @@ mod tests {
         let config = config(&[("PORT", ""), ("REDIS_URL", " ")]).expect("valid");
         assert_eq!(config.port, 8081);
         assert_eq!(config.redis_url, None);
+    }
+
+    #[test]
+    fn a_redis_password_never_appears_in_an_error() {
+        let err =
+            config(&[("REDIS_URL", "http://:hunter2@localhost")]).expect_err("not a redis URL");
+        assert_eq!(err.var, "REDIS_URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert_eq!(
+            without_password("redis://user:hunter2@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(without_password("redis://host:6379"), "redis://host:6379");
+    }
+
+    #[test]
+    fn limits_are_on_by_default() {
+        let config = config(&[]).expect("valid");
+        assert_eq!(
+            (config.publish_rate_per_sec, config.publish_burst),
+            (20, 40)
+        );
+        assert_eq!(
+            (config.max_connections, config.max_connections_per_client),
+            (20_000, 100)
+        );
+        assert_eq!(config.hub_memory_bytes, 256 << 20);
+        assert_eq!(config.room_idle, Duration::from_secs(300));
+        assert_eq!(config.room_ttl, Duration::from_secs(604_800));
+        assert_eq!(config.idempotency_window, Duration::from_secs(300));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use wire::{ErrorBody, ErrorCode};
 
 use crate::broker::BrokerError;
+use crate::limits::TooManyConnections;
 use crate::message::ValidationError;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +41,10 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
-    #[error("too many messages; retry in {} s", retry_after.as_secs())]
+    #[error("too many messages; retry in {} s", retry_after.as_secs_f64().ceil())]
     RateLimited { retry_after: Duration },
+    #[error("{0}")]
+    TooManyConnections(#[from] TooManyConnections),
     #[error("the message broker is unavailable; retry shortly")]
     BrokerUnavailable(#[source] BrokerError),
     #[error("this instance is shutting down; retry (another instance will answer)")]
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             ApiError::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
             ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::TooManyConnections(_) => ErrorCode::TooManyConnections,
             ApiError::BrokerUnavailable(_) => ErrorCode::BrokerUnavailable,
             ApiError::ShuttingDown => ErrorCode::ShuttingDown,
             ApiError::PollTimeout(_) => ErrorCode::Timeout,
@@ -106,7 +110,13 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. }
+            | ApiError::TooManyConnections(TooManyConnections::Client(_)) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::TooManyConnections(TooManyConnections::Instance(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::BrokerUnavailable(_) | ApiError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -125,7 +135,7 @@ impl ResponseError for ApiError {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 response.insert_header((header::RETRY_AFTER, secs));
             }
-            ApiError::BrokerUnavailable(_) => {
+            ApiError::BrokerUnavailable(_) | ApiError::TooManyConnections(_) => {
                 response.insert_header((header::RETRY_AFTER, 1));
             }
             ApiError::UpgradeRequired => {

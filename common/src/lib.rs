@@ -13,7 +13,8 @@
 //! - [`http`]: the shared routes (publish, history, health, readiness,
 //!   metrics), extractors, CORS;
 //! - [`error`]: every failure as a status code and a JSON body;
-//! - [`metrics`], [`rate_limit`];
+//! - [`client`] (who a request comes from), [`limits`] (publish rate,
+//!   connection caps), [`metrics`];
 //! - [`startup`] (building a service) and [`cli`] (every binary's `main`).
 //!
 //! Dependencies point one way: services use `common`, never each other.
@@ -21,14 +22,15 @@
 pub mod backoff;
 pub mod broker;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod publisher;
-pub mod rate_limit;
 pub mod session;
 pub mod startup;
 

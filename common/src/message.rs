@@ -2,7 +2,7 @@
 //! [`Draft`] a validated publish becomes before the broker gives it an id.
 
 pub use wire::message::{
-    Author, Gap, Message, MessageText, PublishBody, RoomName, ValidationError, Via,
+    Author, Gap, IdempotencyKey, Message, MessageText, PublishBody, RoomName, ValidationError, Via,
 };
 
 /// A validated message that has no id yet: what a publish hands the broker.

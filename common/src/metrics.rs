@@ -25,7 +25,8 @@ pub struct Metrics {
     registry: Registry,
     /// The standard `process_*` series, without the `chat_` prefix.
     process: Registry,
-    /// Clients currently connected (held polls, SSE streams, WS sessions).
+    /// Clients currently connected (held polls, SSE streams, WS sessions),
+    /// moved by the connection caps' permits.
     pub connected: IntGauge,
     /// Messages accepted by this instance (it assigned them no id; Redis did).
     pub published: IntCounter,
@@ -123,12 +124,6 @@ impl Metrics {
             })
     }
 
-    /// Counts a client as connected until the returned guard is dropped.
-    pub fn connection(&self) -> ConnectionGuard {
-        self.connected.inc();
-        ConnectionGuard(self.connected.clone())
-    }
-
     /// Records a message handed to a client.
     pub fn record_delivery(&self, ts_millis: u64, live: bool) {
         self.delivered.inc();
@@ -146,14 +141,4 @@ impl Metrics {
 
 fn registry_labels(transport: Via) -> HashMap<String, String> {
     HashMap::from([("transport".to_owned(), transport.as_str().to_owned())])
-}
-
-/// Keeps the connected-clients gauge up while a client is connected.
-#[derive(Debug)]
-pub struct ConnectionGuard(IntGauge);
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }

@@ -1,15 +1,21 @@
 //! Publishing: the one path every way of publishing takes (a POST, the
 //! seed's alias, a WebSocket frame), whatever the transport.
 //!
-//! It validates the body, has the hub store and publish the message through
-//! the broker, and counts it. Transports only say what arrived; they never
-//! build a message themselves.
+//! It applies the client's publish rate (one budget over every transport),
+//! validates the body, has the hub store and publish the message through
+//! the broker (once per idempotency key), and counts it. Transports only say
+//! what arrived and from whom; they never build a message themselves.
+
+use std::sync::Arc;
 
 use prometheus::IntCounter;
 
+use crate::broker::Published;
+use crate::client::ClientId;
 use crate::error::ApiError;
 use crate::hub::Hub;
-use crate::message::{Draft, Message, PublishBody, RoomName, Via};
+use crate::limits::PublishLimiter;
+use crate::message::{Draft, IdempotencyKey, PublishBody, RoomName, Via};
 
 /// Publishes messages accepted by this service. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -18,26 +24,62 @@ pub struct Publisher {
     /// The service that accepts what this publisher publishes.
     via: Via,
     max_message_chars: usize,
+    /// `None` when publishing is not rate limited.
+    limiter: Option<Arc<PublishLimiter>>,
     /// Messages accepted by this instance.
     published: IntCounter,
 }
 
+/// What was asked to be published.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    pub room: RoomName,
+    pub body: PublishBody,
+    pub key: Option<IdempotencyKey>,
+}
+
 impl Publisher {
-    pub fn new(hub: Hub, via: Via, max_message_chars: usize, published: IntCounter) -> Self {
+    pub fn new(
+        hub: Hub,
+        via: Via,
+        max_message_chars: usize,
+        limiter: Option<Arc<PublishLimiter>>,
+        published: IntCounter,
+    ) -> Self {
         Publisher {
             hub,
             via,
             max_message_chars,
+            limiter,
             published,
         }
     }
 
-    /// Validates `body` and publishes it in `room`: once this returns `Ok`,
-    /// the message is in history and on its way to every instance.
-    pub async fn publish(&self, room: RoomName, body: PublishBody) -> Result<Message, ApiError> {
-        let draft = Draft::new(room, body, self.via, self.max_message_chars)?;
-        let message = self.hub.publish(&draft).await?;
-        self.published.inc();
-        Ok(message)
+    /// Publishes for `client`: once this returns `Ok`, the message is in
+    /// history and on its way to every instance (or, for an idempotency key
+    /// used before, it was already).
+    pub async fn publish(
+        &self,
+        client: &ClientId,
+        publish: Publish,
+    ) -> Result<Published, ApiError> {
+        if let Some(limiter) = &self.limiter {
+            limiter
+                .check(client)
+                .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        }
+        let draft = Draft::new(publish.room, publish.body, self.via, self.max_message_chars)?;
+        let published = self.hub.publish(&draft, publish.key.as_ref()).await?;
+        if !published.replayed {
+            self.published.inc();
+        }
+        Ok(published)
+    }
+
+    /// Forgets the rate-limit state of clients back to a full bucket.
+    pub fn forget_idle_clients(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.forget_idle();
+        }
     }
 }

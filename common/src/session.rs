@@ -16,11 +16,13 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use wire::close::{self, Goodbye};
 
-use crate::broker::BrokerError;
+use crate::client::ClientId;
+use crate::error::ApiError;
 use crate::http::{AppState, Disconnector};
 use crate::hub::{Delivery, Entry, Gap, Socket, Subscription, SubscriptionEnded};
+use crate::limits::ConnectionPermit;
 use crate::message::RoomName;
-use crate::metrics::{ConnectionGuard, Metrics};
+use crate::metrics::Metrics;
 
 /// What a transport sends next.
 #[derive(Debug)]
@@ -66,21 +68,25 @@ pub struct StreamSession {
     heartbeat: Interval,
     shutdown: CancellationToken,
     metrics: Metrics,
-    /// Counts the client as connected for as long as the session lives.
-    _connected: ConnectionGuard,
+    /// The client's place among the connections, held as long as the
+    /// session lives.
+    _permit: ConnectionPermit,
 }
 
 impl StreamSession {
-    /// Subscribes the client of `request` to `room` after `cursor` (or, with
-    /// none, to what is published from now on). Fails if the broker cannot
-    /// say where the room stands (a transient error: the client should come
-    /// back shortly).
+    /// Subscribes `client`, on the connection carrying `request`, to `room`
+    /// after `cursor` (or, with none, to what is published from now on).
+    /// Fails if the client may not hold another connection, or if the
+    /// broker cannot say where the room stands (a transient error: the
+    /// client should come back shortly).
     pub async fn open(
         state: &AppState,
         request: &HttpRequest,
+        client: &ClientId,
         room: &RoomName,
         cursor: Option<u64>,
-    ) -> Result<Self, BrokerError> {
+    ) -> Result<Self, ApiError> {
+        let permit = state.admit(client)?;
         let socket = Disconnector::for_request(request).map(|socket| Arc::new(socket) as Socket);
         let subscription = state.hub.subscribe(room, cursor, socket).await?;
         let every = state.config.heartbeat;
@@ -91,7 +97,7 @@ impl StreamSession {
             heartbeat,
             shutdown: state.shutdown.clone(),
             metrics: state.metrics.clone(),
-            _connected: state.metrics.connection(),
+            _permit: permit,
         })
     }
 

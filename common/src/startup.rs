@@ -20,13 +20,17 @@ use crate::config::{Config, ConfigError, Env};
 use crate::error::ApiError;
 use crate::http::{self, AppState};
 use crate::hub::{Framer, Hub, HubSettings};
+use crate::limits::{ConnectionCaps, PublishLimiter, Rate};
 use crate::message::Via;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
-use crate::rate_limit::{AddressLimiter, Rate};
 
-/// How long a room nobody uses stays in an instance's memory.
-const ROOM_IDLE: Duration = Duration::from_secs(600);
+/// Descriptors kept free for what is not a client connection: the
+/// listener, Redis connections, logs, the runtime's own.
+const RESERVED_DESCRIPTORS: u64 = 256;
+/// Descriptors one streaming connection holds at most: its socket, and a
+/// duplicate the slow-client cut uses (see `http::Disconnector`).
+const DESCRIPTORS_PER_CONNECTION: u64 = 2;
 /// How often the per-address rate limiter forgets quiet addresses.
 const LIMITER_CLEANUP_EVERY: Duration = Duration::from_secs(60);
 /// Pending connections the kernel queues before the server accepts them;
@@ -100,19 +104,24 @@ impl Application {
                 ring_len: config.hub_ring_len,
                 queue_len: config.client_queue_len,
                 slow_client_timeout: config.slow_client_timeout,
-                room_idle: ROOM_IDLE,
+                room_idle: config.room_idle,
             },
             service.framer,
             metrics.hub.clone(),
         );
         let shutdown = CancellationToken::new();
-        let publish_limiter =
-            Rate::new(config.publish_rate_per_sec, config.publish_burst).map(AddressLimiter::new);
         let publisher = Publisher::new(
             hub.clone(),
             service.via,
             config.max_message_chars,
+            Rate::new(config.publish_rate_per_sec, config.publish_burst)
+                .map(|rate| Arc::new(PublishLimiter::new(rate))),
             metrics.published.clone(),
+        );
+        let connections = ConnectionCaps::new(
+            max_connections(config.max_connections),
+            config.max_connections_per_client,
+            metrics.connected.clone(),
         );
         let state = web::Data::new(AppState {
             config: Arc::clone(&config),
@@ -120,7 +129,7 @@ impl Application {
             publisher,
             metrics,
             shutdown: shutdown.clone(),
-            publish_limiter,
+            connections,
         });
         spawn_limiter_cleanup(state.clone());
 
@@ -204,7 +213,7 @@ fn broker(config: &Config, metrics: &Metrics) -> Result<Arc<dyn Broker>, StartEr
             RedisSettings {
                 url: url.clone(),
                 key_prefix: config.redis_prefix.clone(),
-                history_len: config.history_len,
+                retention: config.retention(),
             },
             metrics.broker_reconnects.clone(),
         )?),
@@ -213,7 +222,7 @@ fn broker(config: &Config, metrics: &Metrics) -> Result<Arc<dyn Broker>, StartEr
                 "REDIS_URL is not set: using the in-process broker, which serves this one \
                  process only (other instances will not see its messages)"
             );
-            Arc::new(MemoryBroker::new(config.history_len))
+            Arc::new(MemoryBroker::new(config.retention()))
         }
     })
 }
@@ -248,9 +257,6 @@ where
 }
 
 fn spawn_limiter_cleanup(state: web::Data<AppState>) {
-    if state.publish_limiter.is_none() {
-        return;
-    }
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(LIMITER_CLEANUP_EVERY);
@@ -259,9 +265,32 @@ fn spawn_limiter_cleanup(state: web::Data<AppState>) {
                 _ = every.tick() => {}
                 () = shutdown.cancelled() => return,
             }
-            if let Some(limiter) = &state.publish_limiter {
-                limiter.forget_idle();
-            }
+            state.publisher.forget_idle_clients();
         }
     });
+}
+
+/// The instance's connection cap: the configured one, lowered to what the
+/// process' open-files limit can hold (each connection takes a socket, and
+/// a streaming one a second descriptor for its slow-client cut), so that
+/// running out of descriptors refuses connections with a clear answer
+/// instead of failing in odd places. `0` (no cap) stays no cap.
+fn max_connections(configured: usize) -> usize {
+    if configured == 0 {
+        return 0;
+    }
+    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return configured;
+    };
+    let fits =
+        usize::try_from(soft.saturating_sub(RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_CONNECTION)
+            .unwrap_or(usize::MAX)
+            .max(1);
+    if fits < configured {
+        log::warn!(
+            "MAX_CONNECTIONS is {configured}, but the open-files limit ({soft}) holds {fits} \
+             connections: capping at {fits} (raise `ulimit -n` to hold more)"
+        );
+    }
+    configured.min(fits)
 }

@@ -23,14 +23,11 @@ pub struct AppBuilder {
 
 impl AppBuilder {
     pub fn new(service: Service) -> Self {
-        let vars = [
-            ("HOST", "127.0.0.1"),
-            ("PORT", "0"),
-            ("SHUTDOWN_TIMEOUT_SECS", "2"),
-        ]
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value.to_owned()))
-        .collect();
+        let vars = crate::TEST_DEFAULTS
+            .into_iter()
+            .chain([("PORT", "0"), ("SHUTDOWN_TIMEOUT_SECS", "2")])
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect();
         AppBuilder { service, vars }
     }
 

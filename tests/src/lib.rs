@@ -23,6 +23,17 @@ pub use app::{AppBuilder, TestApp};
 pub use redis::RedisServer;
 pub use wait::eventually;
 
+/// Settings every service a test starts gets unless the test says
+/// otherwise: loopback only, and no per-client limits, since a test's
+/// clients all come from one address (the limits have tests of their own,
+/// which set them).
+pub const TEST_DEFAULTS: [(&str, &str); 4] = [
+    ("HOST", "127.0.0.1"),
+    ("PUBLISH_RATE_PER_SEC", "0"),
+    ("MAX_CONNECTIONS", "0"),
+    ("MAX_CONNECTIONS_PER_CLIENT", "0"),
+];
+
 /// The ids of `messages`, in their order.
 pub fn ids(messages: &[common::Message]) -> Vec<u64> {
     messages.iter().map(|message| message.id).collect()

@@ -41,8 +41,9 @@ impl ServiceProcess {
             .iter()
             .map(|(name, value)| (name.to_string(), value.clone()))
             .collect();
-        env.entry("HOST".into())
-            .or_insert_with(|| "127.0.0.1".into());
+        for (name, value) in crate::TEST_DEFAULTS {
+            env.entry(name.into()).or_insert_with(|| value.into());
+        }
         env.entry("RUST_LOG".into())
             .or_insert_with(|| "warn".into());
         if let Some(redis) = redis {

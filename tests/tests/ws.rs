@@ -320,8 +320,7 @@ async fn an_application_ping_gets_a_pong(backend: Backend) {
 
 async fn publishing_too_fast_gets_a_rate_limited_error_frame(backend: Backend) {
     let (_redis, app) = start(backend, |b| {
-        b.var("WS_PUBLISH_RATE_PER_SEC", 1)
-            .var("WS_PUBLISH_BURST", 2)
+        b.var("PUBLISH_RATE_PER_SEC", 1).var("PUBLISH_BURST", 2)
     })
     .await;
     let mut client = WsClient::connect(&app.base, "lobby", None).await;

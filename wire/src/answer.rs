@@ -36,7 +36,7 @@ pub struct HistoryAnswer<M = Message> {
 }
 
 // serde's `skip_serializing_if` takes a reference.
-fn is_false(value: &bool) -> bool {
+pub(crate) fn is_false(value: &bool) -> bool {
     !*value
 }
 

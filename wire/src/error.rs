@@ -20,6 +20,8 @@ pub enum ErrorCode {
     InvalidAuthor,
     /// 400: a bad query parameter or `Last-Event-ID`.
     InvalidQuery,
+    /// 400: an `Idempotency-Key` (or WebSocket `key`) of the wrong shape.
+    InvalidIdempotencyKey,
     /// 400: a malformed WebSocket upgrade.
     InvalidHandshake,
     /// WebSocket: a frame whose `type` is missing or unknown.
@@ -42,6 +44,9 @@ pub enum ErrorCode {
     UpgradeRequired,
     /// 429: over the publish rate; `Retry-After` says when to retry.
     RateLimited,
+    /// 429: this client holds too many connections; 503: this instance
+    /// is full (with `Retry-After`).
+    TooManyConnections,
     /// 503: the broker cannot take or serve messages right now.
     BrokerUnavailable,
     /// 503: the instance is stopping; retry (elsewhere).
@@ -66,6 +71,7 @@ impl ErrorCode {
             ErrorCode::InvalidMessage => "invalid_message",
             ErrorCode::InvalidAuthor => "invalid_author",
             ErrorCode::InvalidQuery => "invalid_query",
+            ErrorCode::InvalidIdempotencyKey => "invalid_idempotency_key",
             ErrorCode::InvalidHandshake => "invalid_handshake",
             ErrorCode::UnknownType => "unknown_type",
             ErrorCode::ForbiddenOrigin => "forbidden_origin",
@@ -77,6 +83,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::UpgradeRequired => "upgrade_required",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::BrokerUnavailable => "broker_unavailable",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::NotReady => "not_ready",

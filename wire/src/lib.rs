@@ -26,4 +26,6 @@ pub mod ws;
 
 pub use answer::{HistoryAnswer, PollAnswer};
 pub use error::{ErrorBody, ErrorCode};
-pub use message::{Author, Gap, Message, MessageText, PublishBody, RoomName, ValidationError, Via};
+pub use message::{
+    Author, Gap, IdempotencyKey, Message, MessageText, PublishBody, RoomName, ValidationError, Via,
+};

@@ -23,6 +23,10 @@ pub enum ValidationError {
     MessageTooLong {
         max: usize,
     },
+    /// A control character other than newline, carriage return or tab.
+    MessageControl,
+    /// An `Idempotency-Key` (or WebSocket `key`) of the wrong shape.
+    IdempotencyKey,
     /// Not one of the services' names (only read from storage, never from
     /// clients).
     Via,
@@ -36,7 +40,9 @@ impl ValidationError {
             ValidationError::Author => ErrorCode::InvalidAuthor,
             ValidationError::MessageMissing
             | ValidationError::MessageEmpty
-            | ValidationError::MessageTooLong { .. } => ErrorCode::InvalidMessage,
+            | ValidationError::MessageTooLong { .. }
+            | ValidationError::MessageControl => ErrorCode::InvalidMessage,
+            ValidationError::IdempotencyKey => ErrorCode::InvalidIdempotencyKey,
             ValidationError::Via => ErrorCode::InvalidJson,
         }
     }
@@ -58,6 +64,13 @@ impl fmt::Display for ValidationError {
             ValidationError::MessageTooLong { max } => {
                 write!(f, "message is longer than {max} characters")
             }
+            ValidationError::MessageControl => f.write_str(
+                "message must not contain control characters other than newline, carriage \
+                 return and tab",
+            ),
+            ValidationError::IdempotencyKey => f.write_str(
+                "an idempotency key must be 1-64 characters of A-Z, a-z, 0-9, '_', '.', ':' or '-'",
+            ),
             ValidationError::Via => f.write_str("via must be longpoll, sse or ws"),
         }
     }
@@ -143,8 +156,11 @@ impl Author {
 }
 
 /// The text of a message: 1..=`max_chars` characters (Unicode scalar values),
-/// not blank. Kept exactly as sent (leading spaces and newlines matter in a
-/// chat, e.g. for pasted code); only the emptiness check trims.
+/// not blank, without control characters (Unicode category Cc) other than
+/// `\n`, `\r` and `\t`: those are invisible and each costs six bytes of
+/// JSON escape in every copy. Kept exactly as sent (leading spaces and
+/// newlines matter in a chat, e.g. for pasted code); only the emptiness
+/// check trims.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageText(String);
 
@@ -159,7 +175,33 @@ impl MessageText {
         if raw.len() > max_chars && raw.chars().count() > max_chars {
             return Err(ValidationError::MessageTooLong { max: max_chars });
         }
+        let allowed_control = |c: char| matches!(c, '\n' | '\r' | '\t');
+        if raw.chars().any(|c| c.is_control() && !allowed_control(c)) {
+            return Err(ValidationError::MessageControl);
+        }
         Ok(Self(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An idempotency key: 1-64 characters of `[A-Za-z0-9_.:-]`. The same key
+/// in the same room within the idempotency window publishes once; later
+/// uses answer with the message stored the first time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || "_.:-".contains(c);
+        if raw.is_empty() || raw.len() > Self::MAX_LEN || !raw.chars().all(valid_char) {
+            return Err(ValidationError::IdempotencyKey);
+        }
+        Ok(Self(raw.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -384,6 +426,35 @@ mod tests {
             MessageText::parse(Some("🙂🙂🙂🙂🙂".into()), 4),
             Err(ValidationError::MessageTooLong { max: 4 })
         );
+    }
+
+    #[test]
+    fn message_accepts_newlines_carriage_returns_and_tabs() {
+        assert!(MessageText::parse(Some("a\r\nb\tc".into()), 100).is_ok());
+    }
+
+    #[test]
+    fn message_rejects_other_control_characters() {
+        for bad in ["a\u{0}b", "\u{7}", "x\u{1b}[31m", "\u{7f}", "a\u{85}b"] {
+            assert_eq!(
+                MessageText::parse(Some(bad.into()), 100),
+                Err(ValidationError::MessageControl),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_1_to_64_safe_characters() {
+        assert!(IdempotencyKey::parse("k-17:retry.2_x").is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(64)).is_ok());
+        for bad in ["", "has space", "é", "a/b", &"k".repeat(65)] {
+            assert_eq!(
+                IdempotencyKey::parse(bad),
+                Err(ValidationError::IdempotencyKey),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -100,11 +100,15 @@ pub enum ServerFrame<M = Message> {
     Message {
         data: M,
     },
-    /// The publish with this `ref` was stored with this `id`.
+    /// The publish with this `ref` was stored with this `id`; `replayed`
+    /// when its idempotency key had been used already and nothing new was
+    /// stored.
     Ack {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<Value>,
         id: u64,
+        #[serde(default, skip_serializing_if = "crate::answer::is_false")]
+        replayed: bool,
     },
     /// The frame with this `ref` was refused; the connection stays open.
     Error {
@@ -236,6 +240,7 @@ mod tests {
                 ServerFrame::Ack {
                     reference: reference.clone(),
                     id: 42,
+                    replayed: false,
                 },
                 r#"{"type":"ack","ref":"c1","id":42}"#,
             ),
@@ -243,8 +248,9 @@ mod tests {
                 ServerFrame::Ack {
                     reference: None,
                     id: 1,
+                    replayed: true,
                 },
-                r#"{"type":"ack","id":1}"#,
+                r#"{"type":"ack","id":1,"replayed":true}"#,
             ),
             (ServerFrame::Pong { reference: None }, r#"{"type":"pong"}"#),
             (

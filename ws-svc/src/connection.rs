@@ -15,13 +15,15 @@ use std::time::Duration;
 use actix_web::web;
 use actix_ws::{CloseCode, CloseReason, Message as Frame, MessageStream, ProtocolError, Session};
 use bytestring::ByteString;
-use common::RoomName;
+use common::client::ClientId;
 use common::http::AppState;
-use common::rate_limit::ConnectionLimiter;
+use common::publisher::Publish;
 use common::session::{SessionEvent, StreamSession};
+use common::{ApiError, RoomName};
+use serde_json::Value;
 use tokio::time::Instant;
 use wire::close::{self, Goodbye};
-use wire::message::PublishBody;
+use wire::message::{IdempotencyKey, PublishBody};
 use wire::ws::{ClientFrame, ServerFrame};
 
 use crate::config::WsSettings;
@@ -37,11 +39,11 @@ const PONG_TIMEOUT_HEARTBEATS: u32 = 2;
 
 pub struct Connection {
     state: web::Data<AppState>,
+    client: ClientId,
     room: RoomName,
     socket: Session,
     frames: MessageStream,
     stream: StreamSession,
-    limiter: Option<ConnectionLimiter>,
     fragments: Fragments,
     /// When the oldest ping that the client has not answered (with a pong or
     /// any other frame) was sent.
@@ -79,6 +81,7 @@ impl Connection {
     pub fn new(
         state: web::Data<AppState>,
         settings: &WsSettings,
+        client: ClientId,
         room: RoomName,
         socket: Session,
         frames: MessageStream,
@@ -87,9 +90,9 @@ impl Connection {
         Connection {
             frames: frames.max_frame_size(settings.max_frame_bytes),
             fragments: Fragments::new(settings.max_frame_bytes),
-            limiter: settings.publish_rate.map(ConnectionLimiter::new),
             unanswered_ping: None,
             state,
+            client,
             room,
             socket,
             stream,
@@ -179,32 +182,34 @@ impl Connection {
                 reference,
                 author,
                 message,
-                key: _,
-            }) => {
-                let published = match self.limiter.as_ref().map(ConnectionLimiter::check) {
-                    Some(Err(retry_after)) => Err(common::ApiError::RateLimited { retry_after }),
-                    _ => {
-                        let body = PublishBody { author, message };
-                        self.state.publisher.publish(self.room.clone(), body).await
-                    }
-                };
-                match published {
-                    Ok(message) => ServerFrame::Ack {
-                        reference,
-                        id: message.id,
-                    },
-                    Err(err) => {
-                        let body = err.body();
-                        ServerFrame::Error {
-                            reference,
-                            error: body.error,
-                            detail: body.detail,
-                        }
-                    }
-                }
-            }
+                key,
+            }) => match self.publish(PublishBody { author, message }, key).await {
+                Ok(published) => ServerFrame::Ack {
+                    reference,
+                    id: published.message.id,
+                    replayed: published.replayed,
+                },
+                Err(err) => error_frame(reference, &err),
+            },
         };
         self.send(reply.to_text().into()).await
+    }
+
+    /// Publishes a frame's message through the same path as HTTP: the
+    /// client's rate (shared with its HTTP publishes), validation, the
+    /// idempotency key.
+    async fn publish(
+        &self,
+        body: PublishBody,
+        key: Option<String>,
+    ) -> Result<common::broker::Published, ApiError> {
+        let key = key.as_deref().map(IdempotencyKey::parse).transpose()?;
+        let publish = Publish {
+            room: self.room.clone(),
+            body,
+            key,
+        };
+        self.state.publisher.publish(&self.client, publish).await
     }
 
     async fn on_session(&mut self, event: SessionEvent) -> Step {
@@ -237,5 +242,15 @@ impl Connection {
             Ok(()) => Step::Continue,
             Err(_) => Step::Gone,
         }
+    }
+}
+
+/// The `error` frame answering the frame with `reference`.
+fn error_frame(reference: Option<Value>, err: &ApiError) -> ServerFrame {
+    let body = err.body();
+    ServerFrame::Error {
+        reference,
+        error: body.error,
+        detail: body.detail,
     }
 }

@@ -1,22 +1,27 @@
 //! The in-process broker, used when `REDIS_URL` is unset.
 //!
-//! Same contract as Redis (gap-free ids per room, capped history, every
+//! Same contract as Redis (gap-free ids per room, capped history,
+//! idempotency keys, rooms that expire after their last message, every
 //! message fed to the hub in id order) for exactly one process: two
 //! instances with their own memory brokers never see each other's messages.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{Broker, BrokerError, FEED_CAPACITY, Feed, Sequence};
-use crate::message::{Draft, Message, RoomName};
+use super::{Broker, BrokerError, FEED_CAPACITY, Feed, Published, Retention, Sequence};
+use crate::message::{Draft, IdempotencyKey, Message, RoomName};
+
+/// Publishes between two looks for expired rooms and keys: often enough to
+/// keep memory bounded, rare enough to cost nothing per publish.
+const EXPIRE_EVERY: u64 = 1024;
 
 #[derive(Debug)]
 pub struct MemoryBroker {
-    history_len: usize,
+    retention: Retention,
     /// Held by a publish from assigning the id until the hub has the
     /// message, so the hub receives every room's messages in id order.
     /// Reads never take it: a hub filling a gap must not wait on a publish
@@ -28,16 +33,33 @@ pub struct MemoryBroker {
     feeds: Mutex<Vec<mpsc::Sender<Feed>>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RoomLog {
     last_id: u64,
     messages: VecDeque<Message>,
+    /// When the room's last message was stored (or its sequence raised):
+    /// it expires `room_ttl` later, as Redis keys do.
+    touched: Instant,
+    /// Idempotency keys used in the room, with the message stored first and
+    /// when the key was first used.
+    keys: HashMap<IdempotencyKey, (Message, Instant)>,
+}
+
+impl Default for RoomLog {
+    fn default() -> Self {
+        RoomLog {
+            last_id: 0,
+            messages: VecDeque::new(),
+            touched: Instant::now(),
+            keys: HashMap::new(),
+        }
+    }
 }
 
 impl MemoryBroker {
-    pub fn new(history_len: usize) -> Self {
+    pub fn new(retention: Retention) -> Self {
         MemoryBroker {
-            history_len,
+            retention,
             publishing: tokio::sync::Mutex::new(()),
             rooms: Mutex::new(HashMap::new()),
             feeds: Mutex::new(Vec::new()),
@@ -62,6 +84,19 @@ impl MemoryBroker {
     }
 }
 
+/// Drops rooms silent for longer than `room_ttl` and idempotency keys older
+/// than `window`, as Redis expires their keys.
+fn expire(
+    rooms: &mut HashMap<RoomName, RoomLog>,
+    room_ttl: std::time::Duration,
+    window: std::time::Duration,
+) {
+    rooms.retain(|_, log| log.touched.elapsed() < room_ttl);
+    for log in rooms.values_mut() {
+        log.keys.retain(|_, (_, used)| used.elapsed() < window);
+    }
+}
+
 fn now_millis() -> u64 {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -71,16 +106,43 @@ fn now_millis() -> u64 {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn publish(&self, draft: &Draft, floor: u64) -> Result<Message, BrokerError> {
+    async fn publish(
+        &self,
+        draft: &Draft,
+        key: Option<&IdempotencyKey>,
+        floor: u64,
+    ) -> Result<Published, BrokerError> {
         let _in_order = self.publishing.lock().await;
         let message = {
             let mut rooms = self.rooms();
+            let Retention {
+                history_len,
+                room_ttl,
+                idempotency_window,
+            } = self.retention;
             let log = rooms.entry(draft.room.clone()).or_default();
+            if let Some((first, _)) = key
+                .and_then(|key| log.keys.get(key))
+                .filter(|(_, used)| used.elapsed() < idempotency_window)
+            {
+                return Ok(Published {
+                    message: first.clone(),
+                    replayed: true,
+                });
+            }
             log.last_id = log.last_id.max(floor) + 1;
+            log.touched = Instant::now();
             let message = draft.stored(log.last_id, now_millis());
             log.messages.push_back(message.clone());
-            if log.messages.len() > self.history_len {
+            if log.messages.len() > history_len {
                 log.messages.pop_front();
+            }
+            if let Some(key) = key {
+                log.keys
+                    .insert(key.clone(), (message.clone(), Instant::now()));
+            }
+            if message.id % EXPIRE_EVERY == 0 {
+                expire(&mut rooms, room_ttl, idempotency_window);
             }
             message
         };
@@ -88,7 +150,10 @@ impl Broker for MemoryBroker {
             // A closed feed is a hub that is gone; nothing to deliver to.
             let _ = feed.send(Feed::Message(message.clone())).await;
         }
-        Ok(message)
+        Ok(Published {
+            message,
+            replayed: false,
+        })
     }
 
     async fn read_after(
@@ -128,7 +193,9 @@ impl Broker for MemoryBroker {
         let mut rooms = self.rooms();
         let stored = rooms.get(room).map_or(0, |log| log.last_id);
         if stored < floor {
-            rooms.entry(room.clone()).or_default().last_id = floor;
+            let log = rooms.entry(room.clone()).or_default();
+            log.last_id = floor;
+            log.touched = Instant::now();
         }
         Ok(Sequence {
             stored,
@@ -155,6 +222,14 @@ mod tests {
     use super::*;
     use crate::message::{Author, MessageText, Via};
 
+    fn retention(history_len: usize) -> Retention {
+        Retention {
+            history_len,
+            room_ttl: std::time::Duration::from_secs(3600),
+            idempotency_window: std::time::Duration::from_secs(300),
+        }
+    }
+
     fn draft(room: &str, text: &str) -> Draft {
         Draft {
             room: RoomName::parse(room).expect("valid room"),
@@ -166,47 +241,77 @@ mod tests {
 
     #[tokio::test]
     async fn ids_are_gap_free_per_room_and_respect_the_floor() {
-        let broker = MemoryBroker::new(10);
+        let broker = MemoryBroker::new(retention(10));
         assert_eq!(
             broker
-                .publish(&draft("a", "1"), 0)
+                .publish(&draft("a", "1"), None, 0)
                 .await
                 .expect("stored")
+                .message
                 .id,
             1
         );
         assert_eq!(
             broker
-                .publish(&draft("a", "2"), 0)
+                .publish(&draft("a", "2"), None, 0)
                 .await
                 .expect("stored")
+                .message
                 .id,
             2
         );
         assert_eq!(
             broker
-                .publish(&draft("b", "1"), 0)
+                .publish(&draft("b", "1"), None, 0)
                 .await
                 .expect("stored")
+                .message
                 .id,
             1
         );
         assert_eq!(
             broker
-                .publish(&draft("a", "3"), 40)
+                .publish(&draft("a", "3"), None, 40)
                 .await
                 .expect("stored")
+                .message
                 .id,
             41
         );
     }
 
     #[tokio::test]
+    async fn a_key_used_again_stores_nothing_and_answers_the_first_message() {
+        let broker = MemoryBroker::new(retention(10));
+        let key = IdempotencyKey::parse("k-1").expect("a key");
+        let first = broker
+            .publish(&draft("a", "first"), Some(&key), 0)
+            .await
+            .expect("stored");
+        let again = broker
+            .publish(&draft("a", "second"), Some(&key), 0)
+            .await
+            .expect("answered");
+        assert!(!first.replayed && again.replayed);
+        assert_eq!(again.message, first.message);
+        let elsewhere = broker
+            .publish(&draft("b", "other room"), Some(&key), 0)
+            .await
+            .expect("stored");
+        assert!(!elsewhere.replayed, "keys are per room");
+        let room = RoomName::parse("a").expect("valid room");
+        assert_eq!(
+            broker.read_after(&room, 0, 10).await.expect("read").len(),
+            1
+        );
+    }
+
+    #[tokio::test]
     async fn history_is_capped_and_read_by_cursor() {
-        let broker = MemoryBroker::new(3);
+        let broker = MemoryBroker::new(retention(3));
         for n in 1..=5 {
             broker
-                .publish(&draft("a", &n.to_string()), 0)
+                .publish(&draft("a", &n.to_string()), None, 0)
                 .await
                 .expect("stored");
         }
@@ -228,10 +333,16 @@ mod tests {
 
     #[tokio::test]
     async fn subscribers_receive_messages_in_id_order() {
-        let broker = MemoryBroker::new(10);
+        let broker = MemoryBroker::new(retention(10));
         let mut feed = broker.subscribe();
-        broker.publish(&draft("a", "x"), 0).await.expect("stored");
-        broker.publish(&draft("a", "y"), 0).await.expect("stored");
+        broker
+            .publish(&draft("a", "x"), None, 0)
+            .await
+            .expect("stored");
+        broker
+            .publish(&draft("a", "y"), None, 0)
+            .await
+            .expect("stored");
         for expected in [1, 2] {
             match feed.recv().await {
                 Some(Feed::Message(message)) => assert_eq!(message.id, expected),
@@ -242,18 +353,18 @@ mod tests {
 
     #[tokio::test]
     async fn reads_do_not_wait_for_a_publish_stuck_on_a_full_feed() {
-        let broker = std::sync::Arc::new(MemoryBroker::new(10));
+        let broker = std::sync::Arc::new(MemoryBroker::new(retention(10)));
         let _unread_feed = broker.subscribe();
         for n in 0..FEED_CAPACITY {
             broker
-                .publish(&draft("a", &n.to_string()), 0)
+                .publish(&draft("a", &n.to_string()), None, 0)
                 .await
                 .expect("stored");
         }
         // The feed is full: this publish stores its message, then waits.
         let stuck = tokio::spawn({
             let broker = std::sync::Arc::clone(&broker);
-            async move { broker.publish(&draft("a", "one too many"), 0).await }
+            async move { broker.publish(&draft("a", "one too many"), None, 0).await }
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!stuck.is_finished());

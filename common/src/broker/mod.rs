@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 pub use self::memory::MemoryBroker;
 pub use self::redis::{RedisBroker, RedisSettings};
-use crate::message::{Draft, Message, RoomName};
+use crate::message::{Draft, IdempotencyKey, Message, RoomName};
 
 /// Why the broker could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -52,9 +52,30 @@ impl BrokerError {
     }
 }
 
+/// Error codes with which Redis refuses a command for now, not for good: it
+/// is out of memory (`maxmemory` with `noeviction`), a replica or a node
+/// in failover, loading its data, or busy with a script. Retrying later
+/// works, so the client gets a 503, never a 500.
+const REFUSED_FOR_NOW: [&str; 7] = [
+    "OOM",
+    "READONLY",
+    "MASTERDOWN",
+    "LOADING",
+    "BUSY",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+];
+
 impl From<::redis::RedisError> for BrokerError {
     fn from(err: ::redis::RedisError) -> Self {
         use ::redis::{ErrorKind, ServerErrorKind};
+        // Redis (7+) keeps the code of a refusal inside a script.
+        if err
+            .code()
+            .is_some_and(|code| REFUSED_FOR_NOW.contains(&code))
+        {
+            return BrokerError::Unavailable(err);
+        }
         match err.kind() {
             ErrorKind::Parse
             | ErrorKind::UnexpectedReturnType
@@ -89,16 +110,44 @@ pub struct Sequence {
     pub current: u64,
 }
 
+/// How long what the broker stores lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Messages kept per room, at least.
+    pub history_len: usize,
+    /// How long a room's keys live after its last message.
+    pub room_ttl: std::time::Duration,
+    /// How long an idempotency key is remembered after its first use.
+    pub idempotency_window: std::time::Duration,
+}
+
+/// A message the broker stored, or had stored already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub message: Message,
+    /// The publish carried an idempotency key used before, within the
+    /// window: `message` is the one stored then, and nothing new was.
+    pub replayed: bool,
+}
+
 /// The shared store of ids and history, and the source of live messages.
 #[async_trait]
 pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     /// Assigns the room's next id, stores and publishes the message, all in
     /// one step: either everything happened or nothing did.
     ///
+    /// With `key`, a key already used in the room within the idempotency
+    /// window stores nothing and answers with the message stored then.
+    ///
     /// `floor` is the highest id this instance has seen in the room. Ids are
     /// never assigned at or below it, so a room's ids keep growing even if
     /// Redis lost its data (restarted without persistence).
-    async fn publish(&self, draft: &Draft, floor: u64) -> Result<Message, BrokerError>;
+    async fn publish(
+        &self,
+        draft: &Draft,
+        key: Option<&IdempotencyKey>,
+        floor: u64,
+    ) -> Result<Published, BrokerError>;
 
     /// Up to `limit` messages with `id > after`, oldest first. Fewer, or a
     /// first id above `after + 1`, means history no longer reaches back.

@@ -35,9 +35,9 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
 
-use super::{Broker, BrokerError, FEED_CAPACITY, Feed, Sequence};
+use super::{Broker, BrokerError, FEED_CAPACITY, Feed, Published, Retention, Sequence};
 use crate::backoff::Backoff;
-use crate::message::{Draft, Message, RoomName};
+use crate::message::{Draft, IdempotencyKey, Message, RoomName};
 
 /// The longest any command may take before the caller gets a 503. Below the
 /// contract's "publish answers 503 within 2 s when Redis is down".
@@ -63,7 +63,7 @@ const SEQUENCE_LUA: &str = include_str!("lua/sequence.lua");
 pub struct RedisSettings {
     pub url: String,
     pub key_prefix: String,
-    pub history_len: usize,
+    pub retention: Retention,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +80,11 @@ impl Keys {
         format!("{}:{{{room}}}:history", self.prefix)
     }
 
+    /// The record of an idempotency key's first use in the room.
+    fn idempotency(&self, room: &RoomName, key: &IdempotencyKey) -> String {
+        format!("{}:{{{room}}}:idem:{}", self.prefix, key.as_str())
+    }
+
     fn channel(&self) -> String {
         format!("{}:messages", self.prefix)
     }
@@ -92,7 +97,7 @@ pub struct RedisBroker {
     /// Where commands run (see the module docs).
     runtime: Handle,
     keys: Keys,
-    history_len: usize,
+    retention: Retention,
     publish_script: Arc<Script>,
     sequence_script: Arc<Script>,
     /// Set while the subscription is connected; readiness needs it, since an
@@ -124,7 +129,7 @@ impl RedisBroker {
             keys: Keys {
                 prefix: settings.key_prefix,
             },
-            history_len: settings.history_len,
+            retention: settings.retention,
             publish_script: Arc::new(Script::new(&format!("{LAST_ID_LUA}\n{PUBLISH_LUA}"))),
             sequence_script: Arc::new(Script::new(&format!("{LAST_ID_LUA}\n{SEQUENCE_LUA}"))),
             subscribed: Arc::new(AtomicBool::new(false)),
@@ -211,25 +216,38 @@ fn parse_payload(payload: &[u8]) -> Result<Message, BrokerError> {
 
 #[async_trait]
 impl Broker for RedisBroker {
-    async fn publish(&self, draft: &Draft, floor: u64) -> Result<Message, BrokerError> {
+    async fn publish(
+        &self,
+        draft: &Draft,
+        key: Option<&IdempotencyKey>,
+        floor: u64,
+    ) -> Result<Published, BrokerError> {
         let mut conn = self.commands.clone();
         let script = Arc::clone(&self.publish_script);
-        let keys = [
+        let mut keys = vec![
             self.keys.sequence(&draft.room),
             self.keys.history(&draft.room),
         ];
+        keys.extend(key.map(|key| self.keys.idempotency(&draft.room, key)));
+        let Retention {
+            history_len,
+            room_ttl,
+            idempotency_window,
+        } = self.retention;
         let args = (
             self.keys.channel(),
             floor,
-            self.history_len,
+            history_len,
             draft.room.to_string(),
             draft.author.as_str().to_owned(),
             draft.text.as_str().to_owned(),
             draft.via.as_str(),
+            room_ttl.as_secs().max(1),
+            idempotency_window.as_secs().max(1),
         );
-        let (id, ts): (u64, u64) = self
+        let (replayed, id, ts, first): (u8, u64, u64, String) = self
             .run(COMMAND_TIMEOUT, async move {
-                let (channel, floor, history_len, room, author, text, via) = args;
+                let (channel, floor, history_len, room, author, text, via, ttl, window) = args;
                 script
                     .key(&keys)
                     .arg(channel)
@@ -239,11 +257,23 @@ impl Broker for RedisBroker {
                     .arg(author)
                     .arg(text)
                     .arg(via)
+                    .arg(ttl)
+                    .arg(window)
                     .invoke_async(&mut conn)
                     .await
             })
             .await?;
-        Ok(draft.stored(id, ts))
+        Ok(if replayed == 1 {
+            Published {
+                message: parse_payload(first.as_bytes())?,
+                replayed: true,
+            }
+        } else {
+            Published {
+                message: draft.stored(id, ts),
+                replayed: false,
+            }
+        })
     }
 
     async fn read_after(
@@ -283,9 +313,15 @@ impl Broker for RedisBroker {
         let mut conn = self.commands.clone();
         let script = Arc::clone(&self.sequence_script);
         let keys = [self.keys.sequence(room), self.keys.history(room)];
+        let ttl = self.retention.room_ttl.as_secs().max(1);
         let (stored, current): (u64, u64) = self
             .run(COMMAND_TIMEOUT, async move {
-                script.key(&keys).arg(floor).invoke_async(&mut conn).await
+                script
+                    .key(&keys)
+                    .arg(floor)
+                    .arg(ttl)
+                    .invoke_async(&mut conn)
+                    .await
             })
             .await?;
         Ok(Sequence { stored, current })

@@ -12,7 +12,11 @@ pub fn cors(origins: &AllowedOrigins) -> Cors {
     let cors = Cors::default()
         .allowed_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_any_header()
-        .expose_headers([header::RETRY_AFTER, header::ALLOW])
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::ALLOW,
+            header::HeaderName::from_static(super::REPLAYED),
+        ])
         .max_age(PREFLIGHT_MAX_AGE_SECS);
     // A request from another origin is still served (the browser keeps the
     // answer from the page); only the CORS headers are left out.

@@ -9,8 +9,10 @@ use std::str::FromStr;
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
+use crate::client::ClientId;
 use crate::error::ApiError;
-use crate::message::RoomName;
+use crate::http::AppState;
+use crate::message::{IdempotencyKey, RoomName};
 
 /// The `{room}` segment of the path, validated: a bad name is a 404.
 #[derive(Debug, Clone)]
@@ -60,6 +62,45 @@ impl FromRequest for Cursor {
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(Cursor::parse(request))
+    }
+}
+
+/// The client a request comes from (see [`ClientId`]).
+#[derive(Debug, Clone)]
+pub struct Client(pub ClientId);
+
+impl FromRequest for Client {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let trust_x_real_ip = request
+            .app_data::<web::Data<AppState>>()
+            .is_some_and(|state| state.config.trust_x_real_ip);
+        ready(Ok(Client(ClientId::of_request(request, trust_x_real_ip))))
+    }
+}
+
+/// The `Idempotency-Key` header, if the request has one; a malformed one
+/// is a 400.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKeyHeader(pub Option<IdempotencyKey>);
+
+impl FromRequest for IdempotencyKeyHeader {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let key = match request.headers().get("idempotency-key") {
+            None => Ok(None),
+            Some(value) => value
+                .to_str()
+                .map_err(|_| crate::message::ValidationError::IdempotencyKey)
+                .and_then(IdempotencyKey::parse)
+                .map(Some)
+                .map_err(ApiError::from),
+        };
+        ready(key.map(IdempotencyKeyHeader))
     }
 }
 

@@ -1,15 +1,16 @@
 //! `POST /rooms/{room}/messages` and `GET /rooms/{room}/history`.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use wire::HistoryAnswer;
 
-use super::{AppState, Cursor, RoomPath, optional_param};
+use super::{AppState, Client, Cursor, IdempotencyKeyHeader, RoomPath, optional_param};
+use crate::client::ClientId;
 use crate::error::ApiError;
-use crate::message::{PublishBody, RoomName};
+use crate::message::PublishBody;
+use crate::publisher::Publish;
 
 /// Messages a history read returns when the client does not say.
 const DEFAULT_HISTORY_LIMIT: usize = 50;
@@ -19,50 +20,38 @@ const MAX_HISTORY_LIMIT: usize = 500;
 pub(super) async fn publish(
     state: web::Data<AppState>,
     RoomPath(room): RoomPath,
-    request: HttpRequest,
+    Client(client): Client,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     body: web::Json<PublishBody>,
 ) -> Result<HttpResponse, ApiError> {
-    publish_to(&state, &request, room, body.into_inner()).await
+    let publish = Publish {
+        room,
+        body: body.into_inner(),
+        key,
+    };
+    publish_to(&state, &client, publish).await
 }
 
-/// Publishes `body` in `room` for an HTTP client and answers `201` with the
-/// stored message, after the per-address rate limit.
+/// Publishes for an HTTP client and answers `201` with the stored message,
+/// or `200` with `Idempotent-Replayed: true` and the message stored the
+/// first time its idempotency key was used.
 pub async fn publish_to(
     state: &AppState,
-    request: &HttpRequest,
-    room: RoomName,
-    body: PublishBody,
+    client: &ClientId,
+    publish: Publish,
 ) -> Result<HttpResponse, ApiError> {
-    if let (Some(limiter), Some(address)) = (
-        &state.publish_limiter,
-        client_address(request, state.config.trust_x_real_ip),
-    ) {
-        limiter
-            .check(address)
-            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-    }
-    let message = state.publisher.publish(room, body).await?;
-    Ok(HttpResponse::Created().json(message))
+    let published = state.publisher.publish(client, publish).await?;
+    Ok(if published.replayed {
+        HttpResponse::Ok()
+            .insert_header((REPLAYED, HeaderValue::from_static("true")))
+            .json(published.message)
+    } else {
+        HttpResponse::Created().json(published.message)
+    })
 }
 
-/// The address a rate limit applies to: the peer, or the `X-Real-IP` a
-/// trusted gateway sets (clients cannot forge it through such a gateway,
-/// which overwrites it).
-fn client_address(request: &HttpRequest, trust_x_real_ip: bool) -> Option<IpAddr> {
-    let forwarded = trust_x_real_ip
-        .then(|| {
-            request
-                .headers()
-                .get("x-real-ip")?
-                .to_str()
-                .ok()?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .flatten();
-    forwarded.or_else(|| request.peer_addr().map(|peer| peer.ip()))
-}
+/// Says that a publish answer is the first use's, not a new message.
+pub const REPLAYED: &str = "idempotent-replayed";
 
 pub(super) async fn history(
     state: web::Data<AppState>,

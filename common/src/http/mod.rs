@@ -17,14 +17,17 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::connection::{Disconnector, remember_socket};
 pub use self::cors::cors;
-pub use self::extract::{Cursor, RoomPath, json_config, optional_param, query_config};
-pub use self::messages::publish_to;
+pub use self::extract::{
+    Client, Cursor, IdempotencyKeyHeader, RoomPath, json_config, optional_param, query_config,
+};
+pub use self::messages::{REPLAYED, publish_to};
+use crate::client::ClientId;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::limits::{ConnectionCaps, ConnectionPermit};
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
-use crate::rate_limit::AddressLimiter;
 
 /// What every handler can reach, shared by all workers (`web::Data`).
 #[derive(Debug)]
@@ -36,13 +39,19 @@ pub struct AppState {
     /// Cancelled on SIGTERM/SIGINT: every held poll, stream and session
     /// watches it and says goodbye.
     pub shutdown: CancellationToken,
-    /// Per-address publish limit over HTTP, if configured.
-    pub publish_limiter: Option<AddressLimiter>,
+    /// How many connections this instance, and each client, may hold.
+    pub connections: Arc<ConnectionCaps>,
 }
 
 impl AppState {
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.is_cancelled()
+    }
+
+    /// A place for one more held connection (a stream, a socket, a held
+    /// poll) of `client`, or the answer that refuses it.
+    pub fn admit(&self, client: &ClientId) -> Result<ConnectionPermit, ApiError> {
+        Ok(self.connections.acquire(client)?)
     }
 }
 

@@ -35,8 +35,8 @@ use self::room::Policy;
 use self::rooms::Rooms;
 pub use self::subscription::{Delivery, Subscription, SubscriptionEnded};
 use crate::backoff::Backoff;
-use crate::broker::{Broker, BrokerError, Feed};
-use crate::message::{Draft, Message, RoomName};
+use crate::broker::{Broker, BrokerError, Feed, Published};
+use crate::message::{Draft, IdempotencyKey, RoomName};
 
 /// Sizes and timings of the hub.
 #[derive(Debug, Clone)]
@@ -102,15 +102,19 @@ impl Hub {
         &self.rooms.broker
     }
 
-    /// Stores and publishes a message; every instance's hub (this one
-    /// included) receives it through the broker.
-    pub async fn publish(&self, draft: &Draft) -> Result<Message, BrokerError> {
+    /// Stores and publishes a message (once per idempotency key); every
+    /// instance's hub (this one included) receives it through the broker.
+    pub async fn publish(
+        &self,
+        draft: &Draft,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Published, BrokerError> {
         let floor = self
             .rooms
             .get(&draft.room)
             .and_then(|room| room.last())
             .unwrap_or(0);
-        self.rooms.broker.publish(draft, floor).await
+        self.rooms.broker.publish(draft, key, floor).await
     }
 
     /// The room's last id as this instance knows it.
@@ -290,7 +294,11 @@ mod tests {
     fn hub(queue_len: usize, slow_client_timeout: Duration) -> Hub {
         let counter = |name: &str| IntCounter::new(name, "test").expect("a counter");
         Hub::start(
-            Arc::new(MemoryBroker::new(100)),
+            Arc::new(MemoryBroker::new(crate::broker::Retention {
+                history_len: 100,
+                room_ttl: Duration::from_secs(3600),
+                idempotency_window: Duration::from_secs(60),
+            })),
             HubSettings {
                 ring_len: 10,
                 queue_len,
@@ -324,7 +332,7 @@ mod tests {
             .await
             .expect("subscribed");
         for n in 0..5 {
-            hub.publish(&draft(&room, &n.to_string()))
+            hub.publish(&draft(&room, &n.to_string()), None)
                 .await
                 .expect("published");
         }

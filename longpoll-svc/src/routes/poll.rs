@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, HttpResponseBuilder, http::StatusCode, web};
-use common::http::{AppState, Cursor, RoomPath, optional_param};
+use common::http::{AppState, Client, Cursor, RoomPath, optional_param};
 use common::hub::Page;
 use common::{ApiError, RoomName};
 use tokio::time::Instant;
@@ -18,6 +18,7 @@ pub(super) async fn poll(
     settings: web::Data<PollSettings>,
     RoomPath(room): RoomPath,
     Cursor(after): Cursor,
+    Client(client): Client,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
     let timeout = optional_param::<f64>(query.get("timeout"), "timeout", "a number of seconds")?
@@ -29,7 +30,7 @@ pub(super) async fn poll(
             })
         })
         .transpose()?;
-    let _connected = state.metrics.connection();
+    let _permit = state.admit(&client)?;
     // Without a cursor: only what is published from now on.
     let after = match after {
         Some(after) => after,

@@ -9,9 +9,10 @@
 
 use std::sync::LazyLock;
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use common::http::{AppState, publish_to};
+use actix_web::{HttpResponse, web};
+use common::http::{AppState, Client, IdempotencyKeyHeader, publish_to};
 use common::message::PublishBody;
+use common::publisher::Publish;
 use common::{ApiError, RoomName};
 use tokio::time::Instant;
 
@@ -25,8 +26,9 @@ static GENERAL: LazyLock<RoomName> =
 pub(super) async fn get_messages(
     state: web::Data<AppState>,
     settings: web::Data<PollSettings>,
+    Client(client): Client,
 ) -> Result<HttpResponse, ApiError> {
-    let _connected = state.metrics.connection();
+    let _permit = state.admit(&client)?;
     let mut after = state.hub.last_id(&GENERAL).await?;
     let hold = settings.hold(None);
     let deadline = Instant::now() + hold;
@@ -53,8 +55,14 @@ pub(super) async fn get_messages(
 /// `{"message": "...", "id": <ignored>}` -> `201` with the stored message.
 pub(super) async fn new_messages(
     state: web::Data<AppState>,
-    request: HttpRequest,
+    Client(client): Client,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     body: web::Json<PublishBody>,
 ) -> Result<HttpResponse, ApiError> {
-    publish_to(&state, &request, GENERAL.clone(), body.into_inner()).await
+    let publish = Publish {
+        room: GENERAL.clone(),
+        body: body.into_inner(),
+        key,
+    };
+    publish_to(&state, &client, publish).await
 }

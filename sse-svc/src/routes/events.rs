@@ -6,7 +6,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use bytes::Bytes;
 use common::ApiError;
-use common::http::{AppState, Cursor, RoomPath};
+use common::http::{AppState, Client, Cursor, RoomPath};
 use common::session::{SessionEvent, StreamSession};
 use futures_util::{Stream, StreamExt};
 
@@ -16,6 +16,7 @@ pub(super) async fn events(
     state: web::Data<AppState>,
     RoomPath(room): RoomPath,
     Cursor(cursor): Cursor,
+    Client(client): Client,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let mut response = event_stream_response();
@@ -24,16 +25,16 @@ pub(super) async fn events(
         // to another instance. An error status would make it give up.
         return Ok(response.streaming(retry_later()));
     }
-    let session = match StreamSession::open(&state, &request, &room, cursor).await {
+    let session = match StreamSession::open(&state, &request, &client, &room, cursor).await {
         Ok(session) => session,
         // Redis is down and this instance does not know the room yet. A 503
         // would make a browser's EventSource give up for good; an empty
         // stream makes it try again in 3 s.
-        Err(err) if err.is_transient() => {
+        Err(ApiError::BrokerUnavailable(err)) => {
             log::warn!("event stream for room {room} deferred: {err}");
             return Ok(response.streaming(retry_later()));
         }
-        Err(err) => return Err(err.into()),
+        Err(err) => return Err(err),
     };
     Ok(response.streaming(event_stream(session)))
 }
