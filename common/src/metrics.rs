@@ -58,9 +58,12 @@ impl Metrics {
             register(Box::new(counter.clone()));
             counter
         };
-        let connected =
-            IntGauge::new("connected_clients", "Clients currently connected").expect("valid gauge");
-        register(Box::new(connected.clone()));
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).expect("valid gauge");
+            register(Box::new(gauge.clone()));
+            gauge
+        };
+        let connected = gauge("connected_clients", "Clients currently connected");
         let delivery_latency = Histogram::with_opts(
             HistogramOpts::new(
                 "delivery_latency_seconds",
@@ -106,6 +109,18 @@ impl Metrics {
                 slow_clients_disconnected: counter(
                     "slow_clients_disconnected_total",
                     "Slow clients that took no data at all and were disconnected",
+                ),
+                rooms: gauge(
+                    "rooms_held",
+                    "Rooms this instance holds in memory for its clients",
+                ),
+                memory_bytes: gauge(
+                    "hub_memory_bytes",
+                    "Bytes the rooms held in memory take (recent messages and bookkeeping)",
+                ),
+                rooms_evicted: counter(
+                    "rooms_evicted_total",
+                    "Unused rooms freed before their idle time to stay within HUB_MEMORY_MB",
                 ),
             },
             registry,

@@ -105,6 +105,7 @@ impl Application {
                 queue_len: config.client_queue_len,
                 slow_client_timeout: config.slow_client_timeout,
                 room_idle: config.room_idle,
+                memory_budget: config.hub_memory_bytes,
             },
             service.framer,
             metrics.hub.clone(),

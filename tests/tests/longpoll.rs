@@ -719,10 +719,19 @@ async fn redis_outage_gives_503s_keeps_pollers_and_recovers_without_a_restart() 
         .redis(&redis)
         .spawn()
         .await;
-    let first = app.publish("lobby", "alice", "before").await;
     let poller = LongPoller::new(&app.base, "lobby");
-    // Make sure the instance has seen `first` before Redis goes.
-    let _ = poller.collect(0, 1, Duration::from_secs(5)).await;
+    // A client uses the room while `first` arrives, so this instance holds
+    // it in memory when Redis goes.
+    let waiting = {
+        let poller = poller.clone();
+        tokio::spawn(async move { poller.poll(Some(0), Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let first = app.publish("lobby", "alice", "before").await;
+    assert!(matches!(
+        waiting.await.expect("task"),
+        Poll::Messages { .. }
+    ));
     let held = {
         let poller = poller.clone();
         tokio::spawn(async move { poller.poll(Some(first.id), Duration::from_secs(30)).await })

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::entry::{ClientSocket, Entry, Framed, Framer, Gap, Page, Socket};
 pub use self::room::HubMetrics;
-use self::room::Policy;
+use self::room::{HubMemory, Policy};
 use self::rooms::Rooms;
 pub use self::subscription::{Delivery, Subscription, SubscriptionEnded};
 use crate::backoff::Backoff;
@@ -48,12 +48,16 @@ pub struct HubSettings {
     /// How long a subscriber dropped for a full queue has to start taking
     /// data again before its connection is cut.
     pub slow_client_timeout: Duration,
-    /// How long an unused room stays in memory after its last message.
+    /// How long a room no client of this instance uses stays in memory.
     pub room_idle: Duration,
+    /// Bytes all rooms may hold (their recent messages and bookkeeping).
+    pub memory_budget: usize,
 }
 
-/// How often unused rooms are looked for.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often unused rooms are looked for: a quarter of the idle time,
+/// within these bounds.
+const SWEEP_EVERY_MIN: Duration = Duration::from_secs(1);
+const SWEEP_EVERY_MAX: Duration = Duration::from_secs(60);
 
 /// A cloneable handle to the instance's hub.
 #[derive(Debug, Clone)]
@@ -86,12 +90,14 @@ impl Hub {
             ring_len: settings.ring_len,
             queue_len: settings.queue_len,
             slow_client_timeout: settings.slow_client_timeout,
+            memory: HubMemory::new(settings.memory_budget, metrics.memory_bytes.clone()),
             metrics,
         };
         let rooms = Arc::new(Rooms::new(broker, framer, policy, settings.room_idle));
         let stop = CancellationToken::new();
+        let sweep_every = (settings.room_idle / 4).clamp(SWEEP_EVERY_MIN, SWEEP_EVERY_MAX);
         tokio::spawn(ingest(Arc::downgrade(&rooms), feed, stop.clone()));
-        tokio::spawn(sweep(Arc::downgrade(&rooms), stop.clone()));
+        tokio::spawn(sweep(Arc::downgrade(&rooms), sweep_every, stop.clone()));
         Hub {
             rooms,
             _stop: Arc::new(StopOnDrop(stop)),
@@ -109,11 +115,7 @@ impl Hub {
         draft: &Draft,
         key: Option<&IdempotencyKey>,
     ) -> Result<Published, BrokerError> {
-        let floor = self
-            .rooms
-            .get(&draft.room)
-            .and_then(|room| room.last())
-            .unwrap_or(0);
+        let floor = self.rooms.floor(&draft.room);
         self.rooms.broker.publish(draft, key, floor).await
     }
 
@@ -208,7 +210,10 @@ async fn ingest(hub: Weak<Rooms>, mut feed: mpsc::Receiver<Feed>, stop: Cancella
             break;
         };
         match item {
-            Feed::Message(message) => inner.accept(message).await,
+            Feed::Message(message) => {
+                inner.accept(message).await;
+                inner.enforce_budget();
+            }
             Feed::Resubscribed => {
                 // A newer reconnect makes an unfinished re-sync moot.
                 if let Some(previous) = resync.take() {
@@ -245,15 +250,17 @@ async fn resync_until_done(hub: Weak<Rooms>, stop: CancellationToken) {
 
 /// Drops rooms nobody uses, so memory follows the rooms in use rather than
 /// every room name ever asked for.
-async fn sweep(hub: Weak<Rooms>, stop: CancellationToken) {
-    let mut every = tokio::time::interval(SWEEP_EVERY);
+async fn sweep(hub: Weak<Rooms>, every: Duration, stop: CancellationToken) {
+    let period = every;
+    let mut every = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = every.tick() => {}
             () = stop.cancelled() => return,
         }
         let Some(hub) = hub.upgrade() else { return };
-        hub.retire_idle_rooms();
+        hub.retire_idle_rooms(period);
+        hub.enforce_budget();
     }
 }
 
@@ -261,7 +268,7 @@ async fn sweep(hub: Weak<Rooms>, stop: CancellationToken) {
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use prometheus::IntCounter;
+    use prometheus::{IntCounter, IntGauge};
 
     use super::*;
     use crate::broker::MemoryBroker;
@@ -304,11 +311,15 @@ mod tests {
                 queue_len,
                 slow_client_timeout,
                 room_idle: Duration::from_secs(600),
+                memory_budget: 1 << 20,
             },
             plain,
             HubMetrics {
                 slow_clients: counter("slow"),
                 slow_clients_disconnected: counter("cut"),
+                rooms: IntGauge::new("rooms", "test").expect("a gauge"),
+                memory_bytes: IntGauge::new("bytes", "test").expect("a gauge"),
+                rooms_evicted: counter("evicted"),
             },
         )
     }

@@ -6,18 +6,24 @@
 //! comparison and a read is an index. Whatever the ring does not cover is
 //! read from the broker's history.
 //!
+//! A room lives in an instance only while its own clients use it: it is
+//! created for a subscriber, a held poll or a read, and retired by the
+//! sweeper once unused for `ROOM_IDLE_SECS` (or evicted earlier when the
+//! hub is over its memory budget). What it holds is counted, in bytes, in
+//! the hub's [`HubMemory`].
+//!
 //! All state sits behind one std `Mutex`: every critical section is a few
 //! pointer copies and non-blocking queue pushes, never an `.await`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
 
 use super::entry::{Entry, Socket};
 use crate::message::RoomName;
@@ -29,6 +35,53 @@ pub struct HubMetrics {
     pub slow_clients: IntCounter,
     /// Of those, the ones that took no data at all and were disconnected.
     pub slow_clients_disconnected: IntCounter,
+    /// Rooms this instance holds.
+    pub rooms: IntGauge,
+    /// Bytes the rooms hold (their recent messages and bookkeeping).
+    pub memory_bytes: IntGauge,
+    /// Rooms dropped before their idle time to stay within the budget.
+    pub rooms_evicted: IntCounter,
+}
+
+/// What a room costs besides its messages: its state, its name, its place in
+/// the hub's map. Counted so that rooms holding nothing (opened by readers
+/// of made-up names) still count against the budget.
+pub(super) const ROOM_OVERHEAD_BYTES: usize = 512;
+
+/// The bytes all rooms hold, against the hub's budget (`HUB_MEMORY_MB`).
+#[derive(Debug)]
+pub(super) struct HubMemory {
+    used: AtomicUsize,
+    pub(super) budget: usize,
+    gauge: IntGauge,
+}
+
+impl HubMemory {
+    pub(super) fn new(budget: usize, gauge: IntGauge) -> Self {
+        HubMemory {
+            used: AtomicUsize::new(0),
+            budget,
+            gauge,
+        }
+    }
+
+    pub(super) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn is_over_budget(&self) -> bool {
+        self.used() > self.budget
+    }
+
+    fn add(&self, bytes: usize) {
+        let used = self.used.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.gauge.set(i64::try_from(used).unwrap_or(i64::MAX));
+    }
+
+    fn sub(&self, bytes: usize) {
+        let used = self.used.fetch_sub(bytes, Ordering::Relaxed) - bytes;
+        self.gauge.set(i64::try_from(used).unwrap_or(i64::MAX));
+    }
 }
 
 /// The settings every room applies, bundled with the counters it bumps.
@@ -38,6 +91,7 @@ pub(super) struct Policy {
     pub(super) queue_len: usize,
     pub(super) slow_client_timeout: Duration,
     pub(super) metrics: HubMetrics,
+    pub(super) memory: HubMemory,
 }
 
 #[derive(Debug)]
@@ -57,15 +111,31 @@ struct RoomState {
     base: u64,
     ring: VecDeque<Arc<Entry>>,
     subscribers: Vec<Slot>,
+    /// Bytes of the entries in `ring`.
+    ring_bytes: usize,
     /// Set when the sweeper drops the room from the hub; whoever still holds
     /// it must look the room up again.
     retired: bool,
-    last_activity: Instant,
+    /// When a client of this instance last used the room (joined, left,
+    /// waited, read). Messages arriving do not count: a room nobody here
+    /// uses is freed however busy it is elsewhere.
+    last_used: Instant,
 }
 
 impl RoomState {
     fn last(&self) -> u64 {
         self.base + self.ring.len() as u64
+    }
+
+    /// Drops the oldest entry; the ring stays contiguous (it starts one id
+    /// later). Returns the bytes freed.
+    fn pop_oldest(&mut self) -> usize {
+        let Some(oldest) = self.ring.pop_front() else {
+            return 0;
+        };
+        self.base += 1;
+        self.ring_bytes -= oldest.size();
+        oldest.size()
     }
 }
 
@@ -144,7 +214,10 @@ pub(super) enum RingRead {
 }
 
 impl Room {
-    pub(super) fn new(name: RoomName) -> Self {
+    /// A new, unsynced room; its bookkeeping counts against `memory` until
+    /// it is retired.
+    pub(super) fn new(name: RoomName, memory: &HubMemory) -> Self {
+        memory.add(ROOM_OVERHEAD_BYTES);
         Room {
             name,
             state: Mutex::new(RoomState {
@@ -152,8 +225,9 @@ impl Room {
                 base: 0,
                 ring: VecDeque::new(),
                 subscribers: Vec::new(),
+                ring_bytes: 0,
                 retired: false,
-                last_activity: Instant::now(),
+                last_used: Instant::now(),
             }),
             last_id: watch::Sender::new(0),
         }
@@ -216,7 +290,10 @@ impl Room {
             if if_behind == IfBehind::Report {
                 return Append::Behind { last };
             }
+            let freed = state.ring_bytes;
             state.ring.clear();
+            state.ring_bytes = 0;
+            policy.memory.sub(freed);
             state.base = id - 1;
             self.push(&mut state, entry, policy);
             return Append::Restarted { last };
@@ -227,11 +304,11 @@ impl Room {
 
     fn push(&self, state: &mut RoomState, entry: &Arc<Entry>, policy: &Policy) {
         state.ring.push_back(Arc::clone(entry));
+        state.ring_bytes += entry.size();
+        policy.memory.add(entry.size());
         if state.ring.len() > policy.ring_len {
-            state.ring.pop_front();
-            state.base += 1;
+            policy.memory.sub(state.pop_oldest());
         }
-        state.last_activity = Instant::now();
         // Fan-out: one non-blocking push per subscriber. A full queue means a
         // client that is not keeping up; it is dropped from the fan-out here
         // and catches up from history on its own time (see Subscription).
@@ -289,6 +366,7 @@ impl Room {
         if state.retired || !state.synced {
             return None;
         }
+        state.last_used = Instant::now();
         let (queue, receiver) = mpsc::channel(policy.queue_len);
         let shared = Arc::new(SlotShared::default());
         state.subscribers.push(Slot {
@@ -301,6 +379,7 @@ impl Room {
 
     pub(super) fn leave(&self, shared: &Arc<SlotShared>) {
         let mut state = self.lock();
+        state.last_used = Instant::now();
         if let Some(index) = state
             .subscribers
             .iter()
@@ -313,21 +392,55 @@ impl Room {
     /// A receiver of the room's last id for a long-poll waiter. `None` if the
     /// room was retired.
     pub(super) fn watch(&self) -> Option<watch::Receiver<u64>> {
-        let state = self.lock();
+        let mut state = self.lock();
+        state.last_used = Instant::now();
         (!state.retired).then(|| self.last_id.subscribe())
     }
 
-    /// Marks the room retired if nobody uses it and nothing happened in it
-    /// for `idle` (or it holds no message at all: someone only asked about
-    /// it, and keeping it would let made-up room names fill the memory).
-    /// Called by the sweeper with the hub's room map locked.
-    pub(super) fn retire_if_idle(&self, idle: Duration) -> bool {
+    /// Notes that a client of this instance used the room.
+    pub(super) fn touch(&self) {
+        self.lock().last_used = Instant::now();
+    }
+
+    /// Whether no client holds the room now (no subscriber, no held poll),
+    /// and since when nobody used it.
+    pub(super) fn unused_since(&self) -> Option<Instant> {
+        let state = self.lock();
+        let unused = state.subscribers.is_empty() && self.last_id.receiver_count() == 0;
+        unused.then_some(state.last_used)
+    }
+
+    /// Retires the room if no client holds it and none used it for `idle`
+    /// (or `force`, to stay within the memory budget), giving back its
+    /// bytes. Called with the hub's room map locked, which removes it.
+    pub(super) fn retire_if_unused(&self, idle: Duration, force: bool, memory: &HubMemory) -> bool {
         let mut state = self.lock();
         let unused = state.subscribers.is_empty() && self.last_id.receiver_count() == 0;
-        if unused && (state.ring.is_empty() || state.last_activity.elapsed() >= idle) {
+        if !state.retired && unused && (force || state.last_used.elapsed() >= idle) {
             state.retired = true;
+            memory.sub(state.ring_bytes + ROOM_OVERHEAD_BYTES);
+            state.ring.clear();
+            state.ring_bytes = 0;
         }
         state.retired
+    }
+
+    /// Drops the oldest messages until the ring holds at most `keep` bytes
+    /// (a room in use, trimmed to stay within the budget: its readers get
+    /// older messages from history). Returns the bytes freed.
+    pub(super) fn trim_to(&self, keep: usize, memory: &HubMemory) -> usize {
+        let mut state = self.lock();
+        let mut freed = 0;
+        while state.ring_bytes > keep && !state.ring.is_empty() {
+            freed += state.pop_oldest();
+        }
+        memory.sub(freed);
+        freed
+    }
+
+    /// Bytes the ring holds.
+    pub(super) fn ring_bytes(&self) -> usize {
+        self.lock().ring_bytes
     }
 }
 

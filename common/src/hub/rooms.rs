@@ -6,14 +6,14 @@
 //! [`Hub`](super::Hub) is the public handle; its tasks and the
 //! [`Subscription`](super::Subscription)s share one `Rooms`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
 use super::entry::{Entry, Framer, Gap, Page};
-use super::room::{Append, IfBehind, Policy, RingRead, Room};
+use super::room::{Append, IfBehind, Policy, ROOM_OVERHEAD_BYTES, RingRead, Room};
 use crate::backoff::Backoff;
 use crate::broker::{Broker, BrokerError};
 use crate::message::{Message, RoomName};
@@ -24,11 +24,22 @@ pub(super) const READ_BATCH: usize = 500;
 const RESYNC_CONCURRENCY: usize = 16;
 /// Reads of a gap from history before giving up on it.
 const GAP_FILL_ATTEMPTS: u32 = 2;
+/// Rooms whose last id this instance remembers after freeing them, at most
+/// (a few dozen bytes each).
+const MAX_REMEMBERED_FLOORS: usize = 65_536;
+/// Eviction for the memory budget frees down to this share of it, so the
+/// next messages do not trigger it again at once.
+const BUDGET_LOW_WATER_PERCENT: usize = 90;
 
 #[derive(Debug)]
 pub(super) struct Rooms {
     pub(super) broker: Arc<dyn Broker>,
     rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
+    /// The last id of rooms this instance held and freed: publishes and
+    /// syncs pass it to the broker as a floor, so a room's ids never go
+    /// back below what this instance once served, even if Redis lost the
+    /// room meanwhile. A std mutex: lookups and inserts only.
+    floors: Mutex<HashMap<RoomName, u64>>,
     pub(super) framer: Framer,
     pub(super) policy: Policy,
     room_idle: Duration,
@@ -44,6 +55,7 @@ impl Rooms {
         Rooms {
             broker,
             rooms: Mutex::new(HashMap::new()),
+            floors: Mutex::new(HashMap::new()),
             framer,
             policy,
             room_idle,
@@ -53,6 +65,41 @@ impl Rooms {
     /// The room if this instance holds it.
     pub(super) fn get(&self, name: &RoomName) -> Option<Arc<Room>> {
         self.map().get(name).cloned()
+    }
+
+    /// The highest id this instance knows the room reached: its last id if
+    /// held, else the one remembered when it was freed, else 0.
+    pub(super) fn floor(&self, name: &RoomName) -> u64 {
+        match self.get(name).and_then(|room| room.last()) {
+            Some(last) => last,
+            None => self.remembered_floor(name),
+        }
+    }
+
+    fn remembered_floor(&self, name: &RoomName) -> u64 {
+        self.floors
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn remember_floor(&self, name: &RoomName, last: u64) {
+        let mut floors = self
+            .floors
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if floors.len() >= MAX_REMEMBERED_FLOORS && !floors.contains_key(name) {
+            // Forget an arbitrary half: a floor is a safeguard for rare
+            // data loss, not a record.
+            let mut keep = false;
+            floors.retain(|_, _| {
+                keep = !keep;
+                keep
+            });
+        }
+        floors.insert(name.clone(), last);
     }
 
     pub(super) fn len(&self) -> usize {
@@ -67,14 +114,16 @@ impl Rooms {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// The room, created (unsynced) if this instance has not seen it.
+    /// The room, for a client of this instance: created (unsynced) if this
+    /// instance does not hold it.
     pub(super) fn room(&self, name: &RoomName) -> Arc<Room> {
         let mut rooms = self.map();
-        Arc::clone(
-            rooms
-                .entry(name.clone())
-                .or_insert_with(|| Arc::new(Room::new(name.clone()))),
-        )
+        let room = rooms.entry(name.clone()).or_insert_with(|| {
+            self.policy.metrics.rooms.inc();
+            Arc::new(Room::new(name.clone(), &self.policy.memory))
+        });
+        room.touch();
+        Arc::clone(room)
     }
 
     pub(super) async fn synced_room(&self, name: &RoomName) -> Result<Arc<Room>, BrokerError> {
@@ -87,7 +136,8 @@ impl Rooms {
     /// message has told it yet.
     pub(super) async fn sync(&self, room: &Room) -> Result<(), BrokerError> {
         if !room.is_synced() {
-            let sequence = self.broker.sequence(&room.name, 0).await?;
+            let floor = self.remembered_floor(&room.name);
+            let sequence = self.broker.sequence(&room.name, floor).await?;
             room.sync_to(sequence.current);
         }
         Ok(())
@@ -105,7 +155,7 @@ impl Rooms {
             RingRead::Ahead => return Ok(self.read_ahead(room, after).await),
             RingRead::Older { head, last } => (head, last),
         };
-        let stored = self.broker.read_after(&room.name, after, limit).await?;
+        let stored = contiguous(self.broker.read_after(&room.name, after, limit).await?);
         let stored_first = stored.first().map(|message| message.id);
         let entries =
             |stored: Vec<Message>| stored.iter().map(|m| Entry::new(m, self.framer)).collect();
@@ -149,7 +199,10 @@ impl Rooms {
 
     /// A cursor beyond this instance's last id: either this instance is a
     /// moment behind (the client heard of a newer message elsewhere), or the
-    /// cursor is from before Redis lost its data. The broker's sequence tells.
+    /// cursor is from before the room's ids started over (Redis lost its
+    /// data, or the room expired). The broker's sequence tells; in the
+    /// second case the answer is a gap back to the room's real position, at
+    /// once, so the client never waits for ids that will not come.
     async fn read_ahead(&self, room: &Room, after: u64) -> Page {
         match self.broker.sequence(&room.name, 0).await {
             Ok(sequence) if sequence.current < after => Page {
@@ -165,9 +218,19 @@ impl Rooms {
     }
 
     /// Takes one message from the broker and delivers it, and any messages
-    /// pub/sub missed before it, in order.
+    /// pub/sub missed before it, in order, if a client of this instance
+    /// uses its room; a room nobody here uses is not materialized.
     pub(super) async fn accept(&self, message: Message) {
-        let room = self.room(&message.room);
+        if message.id == 0 {
+            log::warn!(
+                "dropping a message with id 0 in room {}: ids start at 1",
+                message.room
+            );
+            return;
+        }
+        let Some(room) = self.get(&message.room) else {
+            return;
+        };
         let entry = Entry::new(&message, self.framer);
         let Append::Behind { last } = room.append(&entry, &self.policy, IfBehind::Report) else {
             return;
@@ -268,8 +331,123 @@ impl Rooms {
         }
     }
 
-    pub(super) fn retire_idle_rooms(&self) {
-        self.map()
-            .retain(|_, room| !room.retire_if_idle(self.room_idle));
+    /// Frees the rooms no client of this instance used for `ROOM_IDLE_SECS`
+    /// (`earlier` sooner, so the sweeper, which runs every `earlier`, frees
+    /// each within the idle time), remembering their last ids.
+    pub(super) fn retire_idle_rooms(&self, earlier: Duration) {
+        let idle = self.room_idle.saturating_sub(earlier);
+        self.retire(|room| room.retire_if_unused(idle, false, &self.policy.memory));
+    }
+
+    fn retire(&self, mut retire: impl FnMut(&Room) -> bool) {
+        let mut retired = Vec::new();
+        self.map().retain(|_, room| {
+            let gone = retire(room);
+            if gone {
+                retired.push(Arc::clone(room));
+            }
+            !gone
+        });
+        for room in retired {
+            self.policy.metrics.rooms.dec();
+            if let Some(last) = room.last().filter(|&last| last > 0) {
+                self.remember_floor(&room.name, last);
+            }
+        }
+    }
+
+    /// Keeps what the rooms hold within the budget (`HUB_MEMORY_MB`): frees
+    /// unused rooms, least recently used first, then trims the oldest
+    /// messages of the rooms holding the most (their clients read those from
+    /// history instead). Cheap when within budget.
+    pub(super) fn enforce_budget(&self) {
+        let memory = &self.policy.memory;
+        if !memory.is_over_budget() {
+            return;
+        }
+        let target = memory.budget / 100 * BUDGET_LOW_WATER_PERCENT;
+        let mut unused: Vec<(Instant, Arc<Room>)> = self
+            .map()
+            .values()
+            .filter_map(|room| Some((room.unused_since()?, Arc::clone(room))))
+            .collect();
+        unused.sort_by_key(|(since, _)| *since);
+        let mut to_free = memory.used() - target;
+        let mut victims = HashSet::new();
+        for (_, room) in &unused {
+            if to_free == 0 {
+                break;
+            }
+            victims.insert(Arc::as_ptr(room));
+            to_free = to_free.saturating_sub(room.ring_bytes() + ROOM_OVERHEAD_BYTES);
+        }
+        let mut evicted = 0;
+        self.retire(|room| {
+            let gone = victims.contains(&std::ptr::from_ref(room))
+                && room.retire_if_unused(Duration::ZERO, true, memory);
+            evicted += u64::from(gone);
+            gone
+        });
+        self.policy.metrics.rooms_evicted.inc_by(evicted);
+        if memory.used() <= target {
+            return;
+        }
+        let mut in_use: Vec<Arc<Room>> = self.map().values().cloned().collect();
+        in_use.sort_by_key(|room| std::cmp::Reverse(room.ring_bytes()));
+        let rooms = in_use.len().max(1);
+        // Each room in use keeps at most an equal share of what is left.
+        let share = target.saturating_sub(rooms * ROOM_OVERHEAD_BYTES) / rooms;
+        for room in in_use {
+            if memory.used() <= target {
+                break;
+            }
+            room.trim_to(share, memory);
+        }
+        log::warn!(
+            "hub over its memory budget ({} MB): freed {evicted} unused rooms and trimmed the \
+             largest rings; now {} KB",
+            memory.budget >> 20,
+            memory.used() >> 10
+        );
+    }
+}
+
+/// The longest run of `messages` without a hole in its ids. History may
+/// have one (Redis lost some entries, and the sequence was raised past
+/// them); serving across it would skip ids silently, so a read stops before
+/// it and the next read, starting there, reports the gap.
+fn contiguous(mut messages: Vec<Message>) -> Vec<Message> {
+    let hole = messages
+        .windows(2)
+        .position(|pair| pair[1].id != pair[0].id + 1);
+    if let Some(before_hole) = hole {
+        messages.truncate(before_hole + 1);
+    }
+    messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Via;
+
+    fn message(id: u64) -> Message {
+        Message {
+            id,
+            room: RoomName::parse("a").expect("a room"),
+            author: "x".into(),
+            message: "m".into(),
+            ts: 0,
+            via: Via::Sse,
+        }
+    }
+
+    #[test]
+    fn a_read_stops_before_a_hole_in_history() {
+        let ids = |messages: Vec<Message>| messages.iter().map(|m| m.id).collect::<Vec<_>>();
+        let read = |found: &[u64]| contiguous(found.iter().copied().map(message).collect());
+        assert_eq!(ids(read(&[4, 5, 6])), [4, 5, 6]);
+        assert_eq!(ids(read(&[4, 5, 9, 10])), [4, 5]);
+        assert_eq!(ids(read(&[])), Vec::<u64>::new());
     }
 }
