@@ -7,9 +7,11 @@
 # usage: scripts/gateway.sh STATE_DIR LISTEN LONGPOLL SSE WS
 #   LISTEN   what nginx listens on: 8080, or 127.0.0.1:18080
 #   LONGPOLL, SSE, WS   comma-separated host:port of each service's instances
+# The environment variables of deploy/nginx/chat-render.sh (ALLOWED_ORIGINS,
+# GATEWAY_*) apply.
 set -euo pipefail
 if [ $# -ne 5 ]; then
-  sed -n '2,10p' "$0" >&2
+  sed -n '2,12p' "$0" >&2
   exit 2
 fi
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +28,7 @@ servers() {
 
 mkdir -p "$state/chat"
 cp "$root"/deploy/nginx/chat-*.conf "$state/chat/"
+"$root/deploy/nginx/chat-render.sh" "$state/chat-gen"
 sed -e "s|@STATE_DIR@|$state|g" \
     -e "s|@LISTEN@|$listen|g" \
     -e "s|@WEB_ROOT@|$root/web|g" \

@@ -32,8 +32,6 @@ impl Gateway {
     /// If nginx is not installed (Debian's `nginx-light`; scripts/test.sh
     /// installs it).
     pub async fn start(cluster: &Cluster) -> Self {
-        let port = free_port();
-        let state = std::env::temp_dir().join(format!("chat-tests-gateway-{port}"));
         let addresses = |transport: Transport| {
             cluster
                 .instances(transport)
@@ -43,6 +41,15 @@ impl Gateway {
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        Self::in_front_of(Transport::ALL.map(addresses), &[]).await
+    }
+
+    /// Starts nginx on a free port in front of the given instances of each
+    /// service (`host:port`, comma-separated; in [`Transport::ALL`] order),
+    /// with `env` for its settings (`ALLOWED_ORIGINS`, `GATEWAY_*`).
+    pub async fn in_front_of(addresses: [String; 3], env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let state = std::env::temp_dir().join(format!("chat-tests-gateway-{port}"));
         let nginx = {
             use std::os::unix::process::CommandExt;
             crate::process::die_with_parent(&mut Command::new(
@@ -50,7 +57,8 @@ impl Gateway {
             ))
             .arg(&state)
             .arg(format!("127.0.0.1:{port}"))
-            .args(Transport::ALL.map(addresses))
+            .args(addresses)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .process_group(0)
             .spawn()

@@ -23,6 +23,8 @@ pub struct ServiceProcess {
     pub base: String,
     child: Option<Child>,
     vars: HashMap<String, String>,
+    /// Where its log (stderr) goes, if the test reads it.
+    log: Option<PathBuf>,
 }
 
 /// The directory holding the workspace's binaries: next to the test binary
@@ -37,6 +39,30 @@ impl ServiceProcess {
     /// Starts `binary` (e.g. `"sse-svc"`) on a free port with `vars` and
     /// waits until `/readyz` answers `200`.
     pub async fn start(binary: &str, redis: Option<&RedisServer>, vars: &[(&str, String)]) -> Self {
+        Self::start_with(binary, redis, vars, None).await
+    }
+
+    /// As [`Self::start`], with its log (stderr) written to a file that
+    /// [`Self::log`] reads.
+    pub async fn start_logged(
+        binary: &str,
+        redis: Option<&RedisServer>,
+        vars: &[(&str, String)],
+    ) -> Self {
+        let log = std::env::temp_dir().join(format!(
+            "chat-tests-{binary}-{}-{}.log",
+            std::process::id(),
+            free_port()
+        ));
+        Self::start_with(binary, redis, vars, Some(log)).await
+    }
+
+    async fn start_with(
+        binary: &str,
+        redis: Option<&RedisServer>,
+        vars: &[(&str, String)],
+        log: Option<PathBuf>,
+    ) -> Self {
         let mut env: HashMap<String, String> = vars
             .iter()
             .map(|(name, value)| (name.to_string(), value.clone()))
@@ -55,9 +81,16 @@ impl ServiceProcess {
             base: String::new(),
             child: None,
             vars: env,
+            log,
         };
         process.launch().await;
         process
+    }
+
+    /// Everything it logged so far (started with [`Self::start_logged`]).
+    pub fn log(&self) -> String {
+        let path = self.log.as_ref().expect("started with start_logged");
+        std::fs::read_to_string(path).unwrap_or_default()
     }
 
     /// Whether it was started and has not been killed or terminated.
@@ -86,10 +119,20 @@ impl ServiceProcess {
         );
         for _ in 0..5 {
             let port = free_port();
+            let stderr = match &self.log {
+                Some(log) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .map(Stdio::from)
+                    .expect("log file opens"),
+                None => Stdio::inherit(),
+            };
             let child = die_with_parent(&mut Command::new(&path))
                 .envs(&self.vars)
                 .env("PORT", port.to_string())
                 .stdin(Stdio::null())
+                .stderr(stderr)
                 .spawn()
                 .unwrap_or_else(|err| panic!("cannot start {}: {err}", path.display()));
             self.child = Some(child);
@@ -247,5 +290,8 @@ pub(crate) fn kill_now(child: &mut Option<Child>) {
 impl Drop for ServiceProcess {
     fn drop(&mut self) {
         self.kill();
+        if let Some(log) = &self.log {
+            let _ = std::fs::remove_file(log);
+        }
     }
 }

@@ -181,6 +181,11 @@ fn the_compose_gateway_configuration_is_valid_nginx() {
     ] {
         std::fs::copy(nginx_dir.join(file), prefix.join("chat").join(file)).expect("copy");
     }
+    let rendered = std::process::Command::new(nginx_dir.join("chat-render.sh"))
+        .arg(prefix.join("chat-gen"))
+        .status()
+        .expect("chat-render.sh runs");
+    assert!(rendered.success(), "chat-render.sh failed");
     std::fs::write(prefix.join("mime.types"), "types { text/html html; }\n").expect("mime.types");
     let nginx = ["/usr/sbin/nginx", "nginx"]
         .into_iter()

@@ -54,6 +54,11 @@ pub struct HubSettings {
     pub memory_budget: usize,
 }
 
+/// Freeing this much at once is worth handing the memory back to the
+/// system: the allocator keeps freed memory for reuse otherwise, and an
+/// instance that once held many rooms would look as big forever.
+const RELEASE_AFTER_FREEING: usize = 4 << 20;
+
 /// How often unused rooms are looked for: a quarter of the idle time,
 /// within these bounds.
 const SWEEP_EVERY_MIN: Duration = Duration::from_secs(1);
@@ -248,6 +253,18 @@ async fn resync_until_done(hub: Weak<Rooms>, stop: CancellationToken) {
     }
 }
 
+/// Hands memory the allocator holds but no longer uses back to the system.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's heap to the
+    // kernel; it takes the allocator's own locks and touches no memory in
+    // use.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Drops rooms nobody uses, so memory follows the rooms in use rather than
 /// every room name ever asked for.
 async fn sweep(hub: Weak<Rooms>, every: Duration, stop: CancellationToken) {
@@ -259,8 +276,12 @@ async fn sweep(hub: Weak<Rooms>, every: Duration, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         let Some(hub) = hub.upgrade() else { return };
+        let held_before = hub.memory_used();
         hub.retire_idle_rooms(period);
         hub.enforce_budget();
+        if hub.memory_used() + RELEASE_AFTER_FREEING < held_before {
+            release_freed_memory();
+        }
     }
 }
 

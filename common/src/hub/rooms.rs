@@ -106,6 +106,11 @@ impl Rooms {
         self.map().len()
     }
 
+    /// Bytes the rooms hold now.
+    pub(super) fn memory_used(&self) -> usize {
+        self.policy.memory.used()
+    }
+
     fn map(&self) -> MutexGuard<'_, HashMap<RoomName, Arc<Room>>> {
         // Only lookups and inserts happen under this lock; nothing can be
         // left half-done by a panic, so a poisoned lock is still usable.
@@ -219,7 +224,10 @@ impl Rooms {
 
     /// Takes one message from the broker and delivers it, and any messages
     /// pub/sub missed before it, in order, if a client of this instance
-    /// uses its room; a room nobody here uses is not materialized.
+    /// uses its room; a room nobody here uses is not materialized. Anyone
+    /// who reaches Redis can publish on its channel, so a message is checked
+    /// before it can move a room: id 0 is dropped, and one that skips ahead
+    /// must be in history.
     pub(super) async fn accept(&self, message: Message) {
         if message.id == 0 {
             log::warn!(
@@ -236,24 +244,39 @@ impl Rooms {
             return;
         };
         let id = entry.id();
-        let filled = self.fill(&room.name, last, id).await;
-        let filled = filled
-            .iter()
-            .filter(|m| m.id < id)
-            .map(|m| Entry::new(m, self.framer));
-        self.deliver_in_order(&room, filled.chain(std::iter::once(entry)));
+        match self.fill(&room.name, last, id).await {
+            // History holds the message: deliver it, and what pub/sub missed
+            // before it, as history has them.
+            Some(stored) if stored.iter().any(|m| m.id == id) => {
+                let entries = stored
+                    .iter()
+                    .take_while(|m| m.id <= id)
+                    .map(|m| Entry::new(m, self.framer));
+                self.deliver_in_order(&room, entries);
+            }
+            // Every message is in history before it is published: one that is
+            // not was forged by someone who can reach Redis (or history lost
+            // it at once). Taking it would move the room past ids that exist.
+            Some(_) => log::warn!(
+                "room {}: dropping message {id} heard live but absent from history (forged?)",
+                room.name
+            ),
+            // History cannot be read now: deliver it, and let the ring start
+            // over there (clients are told of a gap that may not be real)
+            // rather than hold every room up.
+            None => self.deliver_in_order(&room, std::iter::once(entry)),
+        }
     }
 
-    /// The messages between `last` and `next` from history. A failed read is
-    /// retried once: giving up means the ring starts over at `next` and
-    /// clients are told of a gap that may not be real, but every room waits
-    /// on this task meanwhile.
-    async fn fill(&self, room: &RoomName, last: u64, next: u64) -> Vec<Message> {
-        let missing = usize::try_from(next - last - 1).unwrap_or(usize::MAX);
+    /// The messages after `last`, up to `next` included, from history; `None`
+    /// if history cannot be read. A failed read is retried once: every room
+    /// waits on this task meanwhile.
+    async fn fill(&self, room: &RoomName, last: u64, next: u64) -> Option<Vec<Message>> {
+        let wanted = usize::try_from(next - last).unwrap_or(usize::MAX);
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(400));
         for attempt in 1..=GAP_FILL_ATTEMPTS {
-            match self.broker.read_after(room, last, missing).await {
-                Ok(found) => return found,
+            match self.broker.read_after(room, last, wanted).await {
+                Ok(found) => return Some(found),
                 Err(err) if attempt == GAP_FILL_ATTEMPTS => {
                     log::warn!(
                         "room {room}: cannot fetch ids {}..{next} from history: {err}",
@@ -263,7 +286,7 @@ impl Rooms {
                 Err(_) => tokio::time::sleep(backoff.next_delay()).await,
             }
         }
-        Vec::new()
+        None
     }
 
     /// Appends messages known to be in id order; where one does not follow
