@@ -7,6 +7,8 @@
 //! variables (long-poll hold times, WebSocket limits) with the same [`Env`].
 
 use std::fmt::Display;
+
+use crate::auth::{ApiKey, AuthSettings, TokenKey, Verifier};
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::time::Duration;
@@ -176,6 +178,68 @@ fn check_log_filter(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A secret shorter than this is weak for HS256 (RFC 7518 asks for at least
+/// the hash's 256 bits); it is used, with a warning.
+const STRONG_SECRET_BYTES: usize = 32;
+
+/// `JWT_SECRET` or `JWT_PUBLIC_KEY_FILE` (one key, so one algorithm),
+/// `JWT_ISSUER`, `JWT_AUDIENCE`, `PUBLISH_API_KEY`. A key's value never
+/// appears in an error.
+fn auth_settings(env: &Env<'_>) -> Result<AuthSettings, ConfigError> {
+    let key = match (env.get("JWT_SECRET"), env.get("JWT_PUBLIC_KEY_FILE")) {
+        (Some(_), Some(file)) => {
+            return Err(ConfigError {
+                var: "JWT_PUBLIC_KEY_FILE",
+                value: file,
+                expected: "unset while JWT_SECRET is set: one key, so one algorithm".into(),
+            });
+        }
+        (Some(secret), None) => {
+            let key = TokenKey::secret(secret.as_bytes()).map_err(|expected| ConfigError {
+                var: "JWT_SECRET",
+                value: "<hidden>".into(),
+                expected,
+            })?;
+            if secret.len() < STRONG_SECRET_BYTES {
+                log::warn!(
+                    "JWT_SECRET is shorter than {STRONG_SECRET_BYTES} bytes: tokens signed with \
+                     it are easier to forge"
+                );
+            }
+            Some(key)
+        }
+        (None, Some(file)) => {
+            let invalid = |expected: String| ConfigError {
+                var: "JWT_PUBLIC_KEY_FILE",
+                value: file.clone(),
+                expected,
+            };
+            let pem = std::fs::read(&file)
+                .map_err(|err| invalid(format!("a readable PEM file: {err}")))?;
+            Some(TokenKey::public_pem(&pem).map_err(invalid)?)
+        }
+        (None, None) => None,
+    };
+    let issuer = env.get("JWT_ISSUER");
+    let audience = env.get("JWT_AUDIENCE");
+    if key.is_none() {
+        for (var, value) in [("JWT_ISSUER", &issuer), ("JWT_AUDIENCE", &audience)] {
+            if let Some(value) = value {
+                return Err(ConfigError {
+                    var,
+                    value: value.clone(),
+                    expected: "unset, or JWT_SECRET / JWT_PUBLIC_KEY_FILE set to turn auth on"
+                        .into(),
+                });
+            }
+        }
+    }
+    Ok(AuthSettings {
+        verifier: key.map(|key| Verifier::new(key, issuer.as_deref(), audience.as_deref())),
+        api_key: env.get("PUBLISH_API_KEY").map(|key| ApiKey::new(&key)),
+    })
+}
+
 /// A URL with its password (if any) replaced by `***`, for messages and
 /// logs: `redis://:secret@host` -> `redis://:***@host`.
 pub fn without_password(url: &str) -> String {
@@ -233,6 +297,11 @@ Environment variables (an empty value counts as unset):
   HUB_MEMORY_MB             memory all rooms' recent messages may take [default: 256]
   ROOM_TTL_SECS             how long a room's Redis keys live after its last message [default: 604800]
   IDEMPOTENCY_WINDOW_SECS   how long an Idempotency-Key is remembered [default: 300]
+  JWT_SECRET                turns auth on: HS256 tokens signed with this secret [default: unset, auth off]
+  JWT_PUBLIC_KEY_FILE       turns auth on: RS256/ES256 tokens, this PEM public key [default: unset]
+  JWT_ISSUER                with auth on, tokens must carry this `iss` [default: unchecked]
+  JWT_AUDIENCE              with auth on, tokens must carry this `aud` [default: unchecked]
+  PUBLISH_API_KEY           with auth on, backends publish with `X-Api-Key: <this>` [default: unset]
   RUST_LOG                  log filter, e.g. info or common=debug [default: info]";
 
 /// Settings every service shares.
@@ -283,6 +352,9 @@ pub struct Config {
     pub room_ttl: Duration,
     /// How long an idempotency key is remembered after its first use.
     pub idempotency_window: Duration,
+    /// Token verification (off unless a key is configured) and the
+    /// backends' publish key.
+    pub auth: AuthSettings,
 }
 
 impl Config {
@@ -365,6 +437,7 @@ impl Config {
             hub_memory_bytes: env.number("HUB_MEMORY_MB", 256usize, 1..=1_048_576)? << 20,
             room_ttl: env.seconds("ROOM_TTL_SECS", 7 * 86_400, 1..=10 * 365 * 86_400)?,
             idempotency_window: env.seconds("IDEMPOTENCY_WINDOW_SECS", 300, 1..=86_400)?,
+            auth: auth_settings(env)?,
         })
     }
 
@@ -457,6 +530,37 @@ mod tests {
             "redis://user:***@host:6379/0"
         );
         assert_eq!(without_password("redis://host:6379"), "redis://host:6379");
+    }
+
+    #[test]
+    fn auth_is_off_by_default_and_on_with_a_secret() {
+        assert!(!config(&[]).expect("valid").auth.is_on());
+        assert!(
+            config(&[("JWT_SECRET", "a secret that is long enough, really")])
+                .expect("valid")
+                .auth
+                .is_on()
+        );
+    }
+
+    #[test]
+    fn two_keys_or_claims_checks_without_a_key_are_refused() {
+        assert_eq!(
+            rejected_var(&[("JWT_SECRET", "s"), ("JWT_PUBLIC_KEY_FILE", "/k.pem")]),
+            "JWT_PUBLIC_KEY_FILE"
+        );
+        assert_eq!(rejected_var(&[("JWT_ISSUER", "me")]), "JWT_ISSUER");
+        assert_eq!(
+            rejected_var(&[("JWT_PUBLIC_KEY_FILE", "/no/such/key.pem")]),
+            "JWT_PUBLIC_KEY_FILE"
+        );
+    }
+
+    #[test]
+    fn a_secret_never_appears_in_an_error() {
+        let err = config(&[("JWT_SECRET", "hunter2-hunter2"), ("JWT_PUBLIC_KEY_FILE", "/k")])
+            .expect_err("two keys");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,13 @@ pub enum ApiError {
     BadQuery(String),
     #[error("no such route")]
     NotFound,
+    /// No token, or one that is malformed, forged or expired; the text
+    /// says which, never quoting the token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token does not allow this room (or only reading it).
+    #[error("the token does not allow this in room {0}")]
+    ForbiddenRoom(crate::message::RoomName),
     /// A WebSocket upgrade from a page whose origin is not allowed.
     #[error("origin {0} is not allowed (ALLOWED_ORIGINS)")]
     ForbiddenOrigin(String),
@@ -64,6 +71,8 @@ impl ApiError {
             ApiError::BadQuery(_) => ErrorCode::InvalidQuery,
             ApiError::NotFound => ErrorCode::NotFound,
             ApiError::ForbiddenOrigin(_) => ErrorCode::ForbiddenOrigin,
+            ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ApiError::ForbiddenRoom(_) => ErrorCode::ForbiddenRoom,
             ApiError::UpgradeRequired => ErrorCode::UpgradeRequired,
             ApiError::BadHandshake(_) => ErrorCode::InvalidHandshake,
             ApiError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
@@ -106,7 +115,8 @@ impl ResponseError for ApiError {
             | ApiError::BadQuery(_)
             | ApiError::BadHandshake(_) => StatusCode::BAD_REQUEST,
             ApiError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
-            ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
+            ApiError::ForbiddenOrigin(_) | ApiError::ForbiddenRoom(_) => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -137,6 +147,12 @@ impl ResponseError for ApiError {
             }
             ApiError::BrokerUnavailable(_) | ApiError::TooManyConnections(_) => {
                 response.insert_header((header::RETRY_AFTER, 1));
+            }
+            ApiError::Unauthorized(_) => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"chat\""),
+                ));
             }
             ApiError::UpgradeRequired => {
                 response.insert_header((header::UPGRADE, HeaderValue::from_static("websocket")));

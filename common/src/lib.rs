@@ -19,6 +19,7 @@
 //!
 //! Dependencies point one way: services use `common`, never each other.
 
+pub mod auth;
 pub mod backoff;
 pub mod broker;
 pub mod cli;

@@ -1,8 +1,9 @@
 //! Publishing: the one path every way of publishing takes (a POST, the
 //! seed's alias, a WebSocket frame), whatever the transport.
 //!
-//! It applies the client's publish rate (one budget over every transport),
-//! validates the body, has the hub store and publish the message through
+//! It checks that the caller may publish in the room (and as whom), applies
+//! the client's publish rate (one budget over every transport), validates
+//! the body, has the hub store and publish the message through
 //! the broker (once per idempotency key), and counts it. Transports only say
 //! what arrived and from whom; they never build a message themselves.
 
@@ -10,8 +11,8 @@ use std::sync::Arc;
 
 use prometheus::IntCounter;
 
+use crate::auth::Caller;
 use crate::broker::Published;
-use crate::client::ClientId;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::limits::PublishLimiter;
@@ -55,21 +56,26 @@ impl Publisher {
         }
     }
 
-    /// Publishes for `client`: once this returns `Ok`, the message is in
+    /// Publishes for `caller`: once this returns `Ok`, the message is in
     /// history and on its way to every instance (or, for an idempotency key
-    /// used before, it was already).
-    pub async fn publish(
-        &self,
-        client: &ClientId,
-        publish: Publish,
-    ) -> Result<Published, ApiError> {
-        if let Some(limiter) = &self.limiter {
+    /// used before, it was already). A token's user publishes as its name,
+    /// whatever the body says; a refused publish costs no budget.
+    pub async fn publish(&self, caller: &Caller, publish: Publish) -> Result<Published, ApiError> {
+        let Publish {
+            room,
+            mut body,
+            key,
+        } = publish;
+        if let Some(author) = caller.may_publish(&room)? {
+            body.author = Some(author.as_str().to_owned());
+        }
+        if let (Some(limiter), true) = (&self.limiter, caller.is_rate_limited()) {
             limiter
-                .check(client)
+                .check(caller.client())
                 .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
         }
-        let draft = Draft::new(publish.room, publish.body, self.via, self.max_message_chars)?;
-        let published = self.hub.publish(&draft, publish.key.as_ref()).await?;
+        let draft = Draft::new(room, body, self.via, self.max_message_chars)?;
+        let published = self.hub.publish(&draft, key.as_ref()).await?;
         if !published.replayed {
             self.published.inc();
         }

@@ -9,14 +9,16 @@
 //! A transport only turns each [`SessionEvent`] into its own bytes and says
 //! goodbye its own way when the session [ends](Ending).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use actix_web::HttpRequest;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_util::sync::CancellationToken;
 use wire::close::{self, Goodbye};
 
-use crate::client::ClientId;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{AppState, Disconnector};
 use crate::hub::{Delivery, Entry, Gap, Socket, Subscription, SubscriptionEnded};
@@ -49,6 +51,9 @@ pub enum Ending {
     /// Catching the client up needs history, which the broker cannot serve
     /// right now.
     HistoryUnavailable,
+    /// The token the connection was opened with expired: reconnect with a
+    /// fresh one.
+    TokenExpired,
 }
 
 impl Ending {
@@ -58,6 +63,7 @@ impl Ending {
             Ending::ShuttingDown => close::RESTART,
             Ending::TooSlow => close::TRY_AGAIN,
             Ending::HistoryUnavailable => close::CANNOT_CATCH_UP,
+            Ending::TokenExpired => close::TOKEN_EXPIRED,
         }
     }
 }
@@ -67,6 +73,9 @@ pub struct StreamSession {
     subscription: Subscription,
     heartbeat: Interval,
     shutdown: CancellationToken,
+    /// Fires when the caller's token expires (a timer per connection, not
+    /// a scan of them all).
+    expiry: Option<Pin<Box<Sleep>>>,
     metrics: Metrics,
     /// The client's place among the connections, held as long as the
     /// session lives.
@@ -74,19 +83,20 @@ pub struct StreamSession {
 }
 
 impl StreamSession {
-    /// Subscribes `client`, on the connection carrying `request`, to `room`
+    /// Subscribes `caller`, on the connection carrying `request`, to `room`
     /// after `cursor` (or, with none, to what is published from now on).
-    /// Fails if the client may not hold another connection, or if the
-    /// broker cannot say where the room stands (a transient error: the
-    /// client should come back shortly).
+    /// Fails if the caller may not read the room or hold another connection,
+    /// or if the broker cannot say where the room stands (a transient error:
+    /// the client should come back shortly).
     pub async fn open(
         state: &AppState,
         request: &HttpRequest,
-        client: &ClientId,
+        caller: &Caller,
         room: &RoomName,
         cursor: Option<u64>,
     ) -> Result<Self, ApiError> {
-        let permit = state.admit(client)?;
+        caller.may_read(room)?;
+        let permit = state.admit(caller.client())?;
         let socket = Disconnector::for_request(request).map(|socket| Arc::new(socket) as Socket);
         let subscription = state.hub.subscribe(room, cursor, socket).await?;
         let every = state.config.heartbeat;
@@ -96,6 +106,7 @@ impl StreamSession {
             subscription,
             heartbeat,
             shutdown: state.shutdown.clone(),
+            expiry: caller.expires().map(|at| Box::pin(tokio::time::sleep_until(instant_of(at)))),
             metrics: state.metrics.clone(),
             _permit: permit,
         })
@@ -113,8 +124,15 @@ impl StreamSession {
         if self.shutdown.is_cancelled() {
             return SessionEvent::End(Ending::ShuttingDown);
         }
+        let expired = async {
+            match &mut self.expiry {
+                Some(expiry) => expiry.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = self.shutdown.cancelled() => SessionEvent::End(Ending::ShuttingDown),
+            () = expired => SessionEvent::End(Ending::TokenExpired),
             delivery = self.subscription.next() => self.on_delivery(delivery),
             _ = self.heartbeat.tick() => SessionEvent::Heartbeat,
         }
@@ -136,6 +154,14 @@ impl StreamSession {
             }
         }
     }
+}
+
+/// The monotonic instant of a wall-clock time (now, if it is past).
+pub fn instant_of(at: SystemTime) -> Instant {
+    let left = at
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    Instant::now() + left
 }
 
 impl std::fmt::Debug for StreamSession {

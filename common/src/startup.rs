@@ -36,8 +36,9 @@ const LIMITER_CLEANUP_EVERY: Duration = Duration::from_secs(60);
 /// Pending connections the kernel queues before the server accepts them;
 /// the default 128 drops SYNs when a thousand clients reconnect at once.
 const LISTEN_BACKLOG: u32 = 4096;
-/// Access log line: client, request line, status, bytes, seconds.
-const ACCESS_LOG_FORMAT: &str = r#"%a "%r" %s %b %T"#;
+/// Access log line: client, request line (tokens masked, see
+/// [`request_line`]), status, bytes, seconds.
+const ACCESS_LOG_FORMAT: &str = r#"%a "%{request}xi" %s %b %T"#;
 
 /// A transport's own routes, with its own settings bound in, mounted beside
 /// the shared ones on every worker.
@@ -149,6 +150,7 @@ impl Application {
                 .wrap(http::cors(&origins))
                 .wrap(
                     middleware::Logger::new(ACCESS_LOG_FORMAT)
+                        .custom_request_replace("request", request_line)
                         .exclude("/healthz")
                         .exclude("/readyz"),
                 )
@@ -226,6 +228,31 @@ fn broker(config: &Config, metrics: &Metrics) -> Result<Arc<dyn Broker>, StartEr
             Arc::new(MemoryBroker::new(config.retention()))
         }
     })
+}
+
+/// The request line for the access log, with the value of a `token` query
+/// parameter replaced by `***`: browsers send their token in the URL, and
+/// a token in a log is a stolen session waiting to happen.
+fn request_line(request: &actix_web::dev::ServiceRequest) -> String {
+    let query = request.query_string();
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        let masked: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name == "token" => format!("{name}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        format!("?{}", masked.join("&"))
+    };
+    format!(
+        "{} {}{query} {:?}",
+        request.method(),
+        request.path(),
+        request.version()
+    )
 }
 
 /// Counts error answers by code for `/metrics`.

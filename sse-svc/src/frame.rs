@@ -16,6 +16,10 @@ pub const RETRY: Bytes = Bytes::from_static(b"retry: 3000\n\n");
 /// clients see the connection is alive and a vanished client is noticed.
 pub const KEEPALIVE: Bytes = Bytes::from_static(b": keepalive\n\n");
 
+/// The stream's last event when its token expired: `event: expired`,
+/// `data: {}`.
+pub const EXPIRED: Bytes = Bytes::from_static(b"event: expired\ndata: {}\n\n");
+
 /// `id:` / `event: message` / `data:` around one message's JSON; built
 /// once per message when it enters the hub.
 pub fn message(id: u64, json: &RawValue) -> Framed {

@@ -16,6 +16,7 @@ pub mod redis;
 pub mod scenario;
 pub mod sse;
 pub mod subscriber;
+pub mod token;
 pub mod wait;
 pub mod ws;
 

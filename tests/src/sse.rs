@@ -15,6 +15,8 @@ use reqwest::header::HeaderMap;
 pub enum SseEvent {
     Message(Message),
     Gap { after: u64, resume_from: u64 },
+    /// The token the stream was opened with expired; the stream ends.
+    Expired,
 }
 
 /// Where a connection starts.
@@ -58,10 +60,38 @@ impl SseStream {
     }
 
     pub async fn open(client: &reqwest::Client, base: &str, room: &str, resume: Resume) -> Self {
-        let query = match resume {
-            Resume::After(id) => format!("?after={id}"),
-            Resume::LastEventIdParam(id) => format!("?last_event_id={id}"),
-            Resume::Live | Resume::Header(_) => String::new(),
+        Self::open_with(client, base, room, resume, None).await
+    }
+
+    /// As [`Self::open`], with `?token=` (as a browser's `EventSource`
+    /// carries its token).
+    pub async fn open_with_token(
+        client: &reqwest::Client,
+        base: &str,
+        room: &str,
+        resume: Resume,
+        token: &str,
+    ) -> Self {
+        Self::open_with(client, base, room, resume, Some(token)).await
+    }
+
+    async fn open_with(
+        client: &reqwest::Client,
+        base: &str,
+        room: &str,
+        resume: Resume,
+        token: Option<&str>,
+    ) -> Self {
+        let mut params = match resume {
+            Resume::After(id) => vec![format!("after={id}")],
+            Resume::LastEventIdParam(id) => vec![format!("last_event_id={id}")],
+            Resume::Live | Resume::Header(_) => Vec::new(),
+        };
+        params.extend(token.map(|token| format!("token={token}")));
+        let query = if params.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", params.join("&"))
         };
         let mut request = client
             .get(format!("{base}/rooms/{room}/events{query}"))
@@ -124,6 +154,7 @@ impl SseStream {
                     resume_from: gap["resume_from"].as_u64().expect("resume_from"),
                 }
             }
+            "expired" => SseEvent::Expired,
             other => panic!("unexpected event {other:?}: {event:?}"),
         }
     }

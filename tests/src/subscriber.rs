@@ -271,6 +271,7 @@ impl Run {
                 Ok(Some(SseEvent::Gap { after, resume_from })) => {
                     self.record_gap(after, resume_from)
                 }
+                Ok(Some(SseEvent::Expired)) => {}
                 Ok(None) => return Disconnection::StreamEnded,
                 Err(()) => return Disconnection::Failed,
             }

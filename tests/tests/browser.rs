@@ -206,3 +206,76 @@ async fn a_browser_on_a_foreign_origin_cannot_open_a_websocket() {
     assert_eq!(browser.run("return window.wsOpened;").await, false);
     browser.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_connects_with_a_token_in_the_url_and_is_refused_without_a_good_one() {
+    use chat_tests::token::{SECRET, Token};
+    let redis = RedisServer::start().await;
+    let sse = AppBuilder::new(sse_svc::service())
+        .redis(&redis)
+        .var("JWT_SECRET", SECRET)
+        .spawn()
+        .await;
+    let ws = AppBuilder::new(ws_svc::service())
+        .redis(&redis)
+        .var("JWT_SECRET", SECRET)
+        .spawn()
+        .await;
+    let token = Token::for_user("u-1").name("Chromium").rooms(&["web"]).hs256();
+    let expired = Token::for_user("u-1").expires_in(-5).hs256();
+    let browser = Browser::start_on(&sse.url("/healthz")).await;
+
+    // EventSource and WebSocket cannot set headers: the token rides in the URL.
+    browser
+        .run_with(
+            r#"
+            const [sseUrl, wsUrl, token, expired] = arguments[0];
+            window.events = []; window.frames = []; window.refused = {};
+            const source = new EventSource(`${sseUrl}/rooms/web/events?after=0&token=${token}`);
+            source.addEventListener('message', (e) => window.events.push(JSON.parse(e.data)));
+            const socket = new WebSocket(`${wsUrl}/rooms/web/ws?token=${token}`);
+            socket.onmessage = (e) => window.frames.push(JSON.parse(e.data));
+            socket.onopen = () => socket.send(JSON.stringify(
+                {type: 'publish', ref: 'p', author: 'someone else', message: 'hello with a token'}));
+            const badSource = new EventSource(`${sseUrl}/rooms/web/events?token=${expired}`);
+            badSource.onerror = () => { window.refused.sse = badSource.readyState; };
+            const badSocket = new WebSocket(`${wsUrl}/rooms/web/ws?token=${expired}`);
+            badSocket.onclose = (e) => { window.refused.ws = e.code; };
+            "#,
+            json!([
+                sse.base,
+                ws.base.replacen("http", "ws", 1),
+                token,
+                expired
+            ]),
+        )
+        .await;
+
+    let events = browser
+        .wait_for("window.events.length >= 1 && window.events", WAIT)
+        .await;
+    assert_eq!(events[0]["message"], "hello with a token");
+    assert_eq!(events[0]["author"], "Chromium", "the token's name, not the frame's");
+    let frames = browser
+        .wait_for(
+            "window.frames.some((f) => f.type === 'ack') && window.frames",
+            WAIT,
+        )
+        .await;
+    assert!(
+        frames
+            .as_array()
+            .expect("frames")
+            .iter()
+            .any(|f| f["type"] == "message" && f["data"]["author"] == "Chromium")
+    );
+    let refused = browser
+        .wait_for(
+            "window.refused.sse !== undefined && window.refused.ws !== undefined && window.refused",
+            WAIT,
+        )
+        .await;
+    assert_eq!(refused["sse"], 2, "the EventSource gave up (CLOSED): {refused}");
+    assert_eq!(refused["ws"], 1006, "the upgrade was refused: {refused}");
+    browser.quit().await;
+}

@@ -74,6 +74,14 @@ pub const CANNOT_CATCH_UP: Goodbye = Goodbye {
     reconnect: true,
 };
 
+/// The token the connection was opened with expired: reconnect with a fresh
+/// token and the cursor.
+pub const TOKEN_EXPIRED: Goodbye = Goodbye {
+    code: 4001,
+    reason: "token expired",
+    reconnect: true,
+};
+
 /// Whether a client whose WebSocket was closed with `code` should reconnect
 /// with its cursor. Codes a server of this API does not send count as
 /// network trouble: reconnecting is the safe default.
@@ -97,6 +105,7 @@ mod tests {
             RESTART,
             TRY_AGAIN,
             CANNOT_CATCH_UP,
+            TOKEN_EXPIRED,
         ] {
             assert_eq!(reconnects(goodbye.code), goodbye.reconnect, "{goodbye:?}");
             assert!(goodbye.reason.len() <= 123, "{goodbye:?}");

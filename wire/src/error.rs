@@ -26,6 +26,12 @@ pub enum ErrorCode {
     InvalidHandshake,
     /// WebSocket: a frame whose `type` is missing or unknown.
     UnknownType,
+    /// 401: no token, or one that is malformed, forged or expired (with
+    /// `WWW-Authenticate: Bearer`).
+    Unauthorized,
+    /// 403: the token does not allow this room (or only reading it, for a
+    /// publish).
+    ForbiddenRoom,
     /// 403: a WebSocket upgrade from an origin outside `ALLOWED_ORIGINS`.
     ForbiddenOrigin,
     /// 404: the room name is not 1-64 characters of `[A-Za-z0-9_-]`.
@@ -74,6 +80,8 @@ impl ErrorCode {
             ErrorCode::InvalidIdempotencyKey => "invalid_idempotency_key",
             ErrorCode::InvalidHandshake => "invalid_handshake",
             ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::ForbiddenRoom => "forbidden_room",
             ErrorCode::ForbiddenOrigin => "forbidden_origin",
             ErrorCode::InvalidRoom => "invalid_room",
             ErrorCode::NotFound => "not_found",

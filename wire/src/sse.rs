@@ -11,5 +11,8 @@ pub const MESSAGE: &str = "message";
 /// Ids were lost: `data` is `{"after": n, "resume_from": m}`, and `id` is
 /// `m - 1`, so a browser reconnecting right after does not hear it twice.
 pub const GAP: &str = "gap";
+/// The token the stream was opened with expired; `data` is `{}` and the
+/// stream ends. Reconnect with a fresh token and the cursor.
+pub const EXPIRED: &str = "expired";
 /// How long a browser waits before reconnecting, sent first on every stream.
 pub const RETRY_MILLIS: u32 = 3000;

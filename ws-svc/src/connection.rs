@@ -15,7 +15,7 @@ use std::time::Duration;
 use actix_web::web;
 use actix_ws::{CloseCode, CloseReason, Message as Frame, MessageStream, ProtocolError, Session};
 use bytestring::ByteString;
-use common::client::ClientId;
+use common::auth::Caller;
 use common::http::AppState;
 use common::publisher::Publish;
 use common::session::{SessionEvent, StreamSession};
@@ -39,7 +39,8 @@ const PONG_TIMEOUT_HEARTBEATS: u32 = 2;
 
 pub struct Connection {
     state: web::Data<AppState>,
-    client: ClientId,
+    /// Who opened the connection: every publish on it is theirs.
+    caller: Caller,
     room: RoomName,
     socket: Session,
     frames: MessageStream,
@@ -81,7 +82,7 @@ impl Connection {
     pub fn new(
         state: web::Data<AppState>,
         settings: &WsSettings,
-        client: ClientId,
+        caller: Caller,
         room: RoomName,
         socket: Session,
         frames: MessageStream,
@@ -92,7 +93,7 @@ impl Connection {
             fragments: Fragments::new(settings.max_frame_bytes),
             unanswered_ping: None,
             state,
-            client,
+            caller,
             room,
             socket,
             stream,
@@ -209,7 +210,7 @@ impl Connection {
             body,
             key,
         };
-        self.state.publisher.publish(&self.client, publish).await
+        self.state.publisher.publish(&self.caller, publish).await
     }
 
     async fn on_session(&mut self, event: SessionEvent) -> Step {

@@ -9,9 +9,7 @@ use std::str::FromStr;
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
-use crate::client::ClientId;
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::message::{IdempotencyKey, RoomName};
 
 /// The `{room}` segment of the path, validated: a bad name is a 404.
@@ -62,22 +60,6 @@ impl FromRequest for Cursor {
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(Cursor::parse(request))
-    }
-}
-
-/// The client a request comes from (see [`ClientId`]).
-#[derive(Debug, Clone)]
-pub struct Client(pub ClientId);
-
-impl FromRequest for Client {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let trust_x_real_ip = request
-            .app_data::<web::Data<AppState>>()
-            .is_some_and(|state| state.config.trust_x_real_ip);
-        ready(Ok(Client(ClientId::of_request(request, trust_x_real_ip))))
     }
 }
 

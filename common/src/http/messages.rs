@@ -6,8 +6,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, web};
 use wire::HistoryAnswer;
 
-use super::{AppState, Client, Cursor, IdempotencyKeyHeader, RoomPath, optional_param};
-use crate::client::ClientId;
+use super::{AppState, Cursor, IdempotencyKeyHeader, RoomPath, optional_param};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::message::PublishBody;
 use crate::publisher::Publish;
@@ -20,7 +20,7 @@ const MAX_HISTORY_LIMIT: usize = 500;
 pub(super) async fn publish(
     state: web::Data<AppState>,
     RoomPath(room): RoomPath,
-    Client(client): Client,
+    caller: Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     body: web::Json<PublishBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -29,7 +29,7 @@ pub(super) async fn publish(
         body: body.into_inner(),
         key,
     };
-    publish_to(&state, &client, publish).await
+    publish_to(&state, &caller, publish).await
 }
 
 /// Publishes for an HTTP client and answers `201` with the stored message,
@@ -37,10 +37,10 @@ pub(super) async fn publish(
 /// first time its idempotency key was used.
 pub async fn publish_to(
     state: &AppState,
-    client: &ClientId,
+    caller: &Caller,
     publish: Publish,
 ) -> Result<HttpResponse, ApiError> {
-    let published = state.publisher.publish(client, publish).await?;
+    let published = state.publisher.publish(caller, publish).await?;
     Ok(if published.replayed {
         HttpResponse::Ok()
             .insert_header((REPLAYED, HeaderValue::from_static("true")))
@@ -56,9 +56,11 @@ pub const REPLAYED: &str = "idempotent-replayed";
 pub(super) async fn history(
     state: web::Data<AppState>,
     RoomPath(room): RoomPath,
+    caller: Caller,
     Cursor(after): Cursor,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.may_read(&room)?;
     let limit: usize = optional_param(query.get("limit"), "limit", "a whole number from 1 to 500")?
         .unwrap_or(DEFAULT_HISTORY_LIMIT);
     if limit == 0 {

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::connection::{Disconnector, remember_socket};
 pub use self::cors::cors;
 pub use self::extract::{
-    Client, Cursor, IdempotencyKeyHeader, RoomPath, json_config, optional_param, query_config,
+    Cursor, IdempotencyKeyHeader, RoomPath, json_config, optional_param, query_config,
 };
 pub use self::messages::{REPLAYED, publish_to};
 use crate::client::ClientId;

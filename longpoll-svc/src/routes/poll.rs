@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, HttpResponseBuilder, http::StatusCode, web};
-use common::http::{AppState, Client, Cursor, RoomPath, optional_param};
+use common::auth::Caller;
+use common::http::{AppState, Cursor, RoomPath, optional_param};
+use common::session::instant_of;
 use common::hub::Page;
 use common::{ApiError, RoomName};
 use tokio::time::Instant;
@@ -17,10 +19,11 @@ pub(super) async fn poll(
     state: web::Data<AppState>,
     settings: web::Data<PollSettings>,
     RoomPath(room): RoomPath,
+    caller: Caller,
     Cursor(after): Cursor,
-    Client(client): Client,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.may_read(&room)?;
     let timeout = optional_param::<f64>(query.get("timeout"), "timeout", "a number of seconds")?
         .map(|secs| {
             Duration::try_from_secs_f64(secs).map_err(|_| {
@@ -30,13 +33,13 @@ pub(super) async fn poll(
             })
         })
         .transpose()?;
-    let _permit = state.admit(&client)?;
+    let _permit = state.admit(caller.client())?;
     // Without a cursor: only what is published from now on.
     let after = match after {
         Some(after) => after,
         None => state.hub.last_id(&room).await?,
     };
-    let deadline = Instant::now() + settings.hold(timeout);
+    let deadline = hold_until(&caller, Instant::now() + settings.hold(timeout));
     match wait_for_messages(&state, &room, after, POLL_BATCH, deadline).await? {
         Waited::Messages { page, live } => {
             for entry in &page.entries {
@@ -53,6 +56,15 @@ pub(super) async fn poll(
         // another instance instead of this stopping one.
         Waited::ShuttingDown => Ok(no_store(StatusCode::NO_CONTENT).force_close().finish()),
     }
+}
+
+/// `deadline`, or the caller's token expiry if sooner: a held poll outlives
+/// no token (it is answered `204` then, and the next poll needs a fresh
+/// token).
+pub(super) fn hold_until(caller: &Caller, deadline: Instant) -> Instant {
+    caller
+        .expires()
+        .map_or(deadline, |expiry| deadline.min(instant_of(expiry)))
 }
 
 fn no_store(status: StatusCode) -> HttpResponseBuilder {

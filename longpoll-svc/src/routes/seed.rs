@@ -10,13 +10,14 @@
 use std::sync::LazyLock;
 
 use actix_web::{HttpResponse, web};
-use common::http::{AppState, Client, IdempotencyKeyHeader, publish_to};
+use common::auth::Caller;
+use common::http::{AppState, IdempotencyKeyHeader, publish_to};
 use common::message::PublishBody;
 use common::publisher::Publish;
 use common::{ApiError, RoomName};
 use tokio::time::Instant;
 
-use super::poll::{Waited, wait_for_messages};
+use super::poll::{Waited, hold_until, wait_for_messages};
 use crate::config::PollSettings;
 
 /// The seed's chat has one room.
@@ -26,12 +27,13 @@ static GENERAL: LazyLock<RoomName> =
 pub(super) async fn get_messages(
     state: web::Data<AppState>,
     settings: web::Data<PollSettings>,
-    Client(client): Client,
+    caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    let _permit = state.admit(&client)?;
+    caller.may_read(&GENERAL)?;
+    let _permit = state.admit(caller.client())?;
     let mut after = state.hub.last_id(&GENERAL).await?;
     let hold = settings.hold(None);
-    let deadline = Instant::now() + hold;
+    let deadline = hold_until(&caller, Instant::now() + hold);
     loop {
         match wait_for_messages(&state, &GENERAL, after, 1, deadline).await? {
             Waited::Messages { page, live } => {
@@ -55,7 +57,7 @@ pub(super) async fn get_messages(
 /// `{"message": "...", "id": <ignored>}` -> `201` with the stored message.
 pub(super) async fn new_messages(
     state: web::Data<AppState>,
-    Client(client): Client,
+    caller: Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     body: web::Json<PublishBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -64,5 +66,5 @@ pub(super) async fn new_messages(
         body: body.into_inner(),
         key,
     };
-    publish_to(&state, &client, publish).await
+    publish_to(&state, &caller, publish).await
 }

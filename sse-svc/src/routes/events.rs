@@ -6,8 +6,9 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use bytes::Bytes;
 use common::ApiError;
-use common::http::{AppState, Client, Cursor, RoomPath};
-use common::session::{SessionEvent, StreamSession};
+use common::auth::Caller;
+use common::http::{AppState, Cursor, RoomPath};
+use common::session::{Ending, SessionEvent, StreamSession};
 use futures_util::{Stream, StreamExt};
 
 use crate::frame;
@@ -15,8 +16,8 @@ use crate::frame;
 pub(super) async fn events(
     state: web::Data<AppState>,
     RoomPath(room): RoomPath,
+    caller: Caller,
     Cursor(cursor): Cursor,
-    Client(client): Client,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let mut response = event_stream_response();
@@ -25,7 +26,7 @@ pub(super) async fn events(
         // to another instance. An error status would make it give up.
         return Ok(response.streaming(retry_later()));
     }
-    let session = match StreamSession::open(&state, &request, &client, &room, cursor).await {
+    let session = match StreamSession::open(&state, &request, &caller, &room, cursor).await {
         Ok(session) => session,
         // Redis is down and this instance does not know the room yet. A 503
         // would make a browser's EventSource give up for good; an empty
@@ -64,15 +65,18 @@ fn event_stream_response() -> HttpResponseBuilder {
 
 /// One client's stream: `retry` first, then an event per session event,
 /// until the session ends (the browser then reconnects with
-/// `Last-Event-ID`). Dropped, with its session, as soon as actix-web
-/// notices the client is gone.
+/// `Last-Event-ID`; after `event: expired`, with a fresh token). Dropped,
+/// with its session, as soon as actix-web notices the client is gone.
 fn event_stream(session: StreamSession) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let opening = futures_util::stream::once(std::future::ready(Ok(frame::RETRY)));
-    let events = futures_util::stream::unfold(session, |mut session| async move {
+    let events = futures_util::stream::unfold(Some(session), |session| async move {
+        let mut session = session?;
         let chunk = match session.next().await {
             SessionEvent::Message(entry) => entry.frame().as_bytes().clone(),
             SessionEvent::Gap(gap) => frame::gap(gap),
             SessionEvent::Heartbeat => frame::KEEPALIVE,
+            // The last event: the stream ends after it.
+            SessionEvent::End(Ending::TokenExpired) => return Some((Ok(frame::EXPIRED), None)),
             SessionEvent::End(ending) => {
                 log::debug!(
                     "ending an event stream at id {}: {ending:?}",
@@ -81,7 +85,7 @@ fn event_stream(session: StreamSession) -> impl Stream<Item = Result<Bytes, Infa
                 return None;
             }
         };
-        Some((Ok::<_, Infallible>(chunk), session))
+        Some((Ok::<_, Infallible>(chunk), Some(session)))
     });
     opening.chain(events)
 }

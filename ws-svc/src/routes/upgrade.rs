@@ -10,7 +10,8 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use common::ApiError;
 use common::config::AllowedOrigins;
-use common::http::{AppState, Client, Cursor, RoomPath};
+use common::auth::Caller;
+use common::http::{AppState, Cursor, RoomPath};
 use common::session::StreamSession;
 
 use crate::config::WsSettings;
@@ -20,7 +21,7 @@ pub(super) async fn upgrade(
     state: web::Data<AppState>,
     settings: web::Data<WsSettings>,
     RoomPath(room): RoomPath,
-    Client(client): Client,
+    caller: Caller,
     request: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -32,10 +33,10 @@ pub(super) async fn upgrade(
     if state.is_shutting_down() {
         return Err(ApiError::ShuttingDown);
     }
-    let stream = StreamSession::open(&state, &request, &client, &room, after).await?;
+    let stream = StreamSession::open(&state, &request, &caller, &room, after).await?;
     let (response, session, frames) =
         actix_ws::handle(&request, body).map_err(|err| ApiError::BadHandshake(err.to_string()))?;
-    let connection = Connection::new(state, &settings, client, room, session, frames, stream);
+    let connection = Connection::new(state, &settings, caller, room, session, frames, stream);
     actix_web::rt::spawn(connection.run());
     Ok(response)
 }

@@ -1,0 +1,57 @@
+//! Authentication and authorization (docs/API.md, "Authentication and
+//! authorization"): a thin layer in front of every room route.
+//!
+//! Off unless a key is configured (`JWT_SECRET` or `JWT_PUBLIC_KEY_FILE`):
+//! then every room route needs a token (`Authorization: Bearer`, or
+//! `?token=` for browsers' `EventSource` and `WebSocket`), verified once per
+//! request or connection ([`token`]), whose claims say which rooms it may
+//! read and publish in ([`claims`]). The [`Caller`] extractor does this and
+//! derives the client the per-client budgets apply to: the token's subject,
+//! else the address. A backend may publish with `X-Api-Key` instead.
+
+mod caller;
+pub mod claims;
+pub mod token;
+
+use subtle::ConstantTimeEq;
+
+pub use self::caller::{Access, Caller};
+pub use self::claims::{Claims, Grant, RoomPattern};
+pub use self::token::{Refused, TokenKey, Verifier};
+
+/// The shared key backends publish with (`PUBLISH_API_KEY`).
+#[derive(Clone)]
+pub struct ApiKey(Vec<u8>);
+
+impl std::fmt::Debug for ApiKey {
+    // Never print the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(..)")
+    }
+}
+
+impl ApiKey {
+    pub fn new(key: &str) -> Self {
+        ApiKey(key.as_bytes().to_vec())
+    }
+
+    /// Compares in constant time, so the time an answer takes tells nothing
+    /// about how much of a guess was right.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        self.0.ct_eq(presented).into()
+    }
+}
+
+/// The auth settings: verification on when a key is configured.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    /// `None`: auth is off, anyone may read and publish.
+    pub verifier: Option<Verifier>,
+    pub api_key: Option<ApiKey>,
+}
+
+impl AuthSettings {
+    pub fn is_on(&self) -> bool {
+        self.verifier.is_some()
+    }
+}
