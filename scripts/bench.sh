@@ -42,7 +42,10 @@ pids+=($!)
 declare -A urls
 for transport in $TRANSPORTS; do
   port=$(free_port)
+  # Every client of a load test comes from one address: no per-client
+  # limits (they have tests of their own).
   REDIS_URL="redis://127.0.0.1:$redis_port/" PORT=$port HOST=127.0.0.1 RUST_LOG=warn \
+    PUBLISH_RATE_PER_SEC=0 MAX_CONNECTIONS_PER_CLIENT=0 \
     target/release/"$transport"-svc &
   pids+=($!)
   urls[$transport]="http://127.0.0.1:$port"

@@ -52,6 +52,9 @@ if [ -z "${REDIS_URL:-}" ]; then
   export REDIS_URL="redis://127.0.0.1:$redis_port/"
 fi
 
+# The gateway in front sets X-Real-IP: per-client limits key on it, not on
+# the gateway's own address (which every client would share).
+export TRUST_X_REAL_IP=${TRUST_X_REAL_IP:-true}
 for service in "${SERVICES[@]}"; do
   port=${PORTS[$service]}
   echo "==> starting $service on port $port"

@@ -558,8 +558,11 @@ mod tests {
 
     #[test]
     fn a_secret_never_appears_in_an_error() {
-        let err = config(&[("JWT_SECRET", "hunter2-hunter2"), ("JWT_PUBLIC_KEY_FILE", "/k")])
-            .expect_err("two keys");
+        let err = config(&[
+            ("JWT_SECRET", "hunter2-hunter2"),
+            ("JWT_PUBLIC_KEY_FILE", "/k"),
+        ])
+        .expect_err("two keys");
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 

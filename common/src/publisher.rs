@@ -60,6 +60,10 @@ impl Publisher {
     /// history and on its way to every instance (or, for an idempotency key
     /// used before, it was already). A token's user publishes as its name,
     /// whatever the body says; a refused publish costs no budget.
+    ///
+    /// A key used before gets the first message whatever the body, even
+    /// one that is invalid or over the rate now: a client retrying after a
+    /// lost answer must learn that its message was stored.
     pub async fn publish(&self, caller: &Caller, publish: Publish) -> Result<Published, ApiError> {
         let Publish {
             room,
@@ -69,12 +73,31 @@ impl Publisher {
         if let Some(author) = caller.may_publish(&room)? {
             body.author = Some(author.as_str().to_owned());
         }
-        if let (Some(limiter), true) = (&self.limiter, caller.is_rate_limited()) {
-            limiter
+        let refused = match &self.limiter {
+            Some(limiter) if caller.is_rate_limited() => limiter
                 .check(caller.client())
-                .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-        }
-        let draft = Draft::new(room, body, self.via, self.max_message_chars)?;
+                .err()
+                .map(|retry_after| ApiError::RateLimited { retry_after }),
+            _ => None,
+        };
+        let draft = match refused {
+            Some(refused) => Err(refused),
+            None => Draft::new(room.clone(), body, self.via, self.max_message_chars)
+                .map_err(ApiError::from),
+        };
+        let draft = match (draft, &key) {
+            (Ok(draft), _) => draft,
+            (Err(refused), None) => return Err(refused),
+            (Err(refused), Some(key)) => {
+                return match self.hub.replay(&room, key).await? {
+                    Some(message) => Ok(Published {
+                        message,
+                        replayed: true,
+                    }),
+                    None => Err(refused),
+                };
+            }
+        };
         let published = self.hub.publish(&draft, key.as_ref()).await?;
         if !published.replayed {
             self.published.inc();

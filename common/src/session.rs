@@ -106,7 +106,9 @@ impl StreamSession {
             subscription,
             heartbeat,
             shutdown: state.shutdown.clone(),
-            expiry: caller.expires().map(|at| Box::pin(tokio::time::sleep_until(instant_of(at)))),
+            expiry: caller
+                .expires()
+                .map(|at| Box::pin(tokio::time::sleep_until(instant_of(at)))),
             metrics: state.metrics.clone(),
             _permit: permit,
         })
@@ -158,9 +160,7 @@ impl StreamSession {
 
 /// The monotonic instant of a wall-clock time (now, if it is past).
 pub fn instant_of(at: SystemTime) -> Instant {
-    let left = at
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
+    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
     Instant::now() + left
 }
 

@@ -13,7 +13,7 @@ pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(25);
 /// longpoll-svc's variables, for `--help`.
 pub const ENV_HELP: &str = "\
 longpoll-svc:
-  LONGPOLL_TIMEOUT_SECS     longest a poll is held; caps ?timeout= [default: 30]";
+  LONGPOLL_TIMEOUT_SECS     longest a poll is held, 1-60; caps ?timeout= [default: 30]";
 
 #[derive(Debug, Clone)]
 pub struct PollSettings {
@@ -24,7 +24,9 @@ pub struct PollSettings {
 impl PollSettings {
     pub fn from(env: &Env<'_>) -> Result<Self, ConfigError> {
         Ok(PollSettings {
-            longest_hold: env.seconds("LONGPOLL_TIMEOUT_SECS", 30, 1..=3600)?,
+            // At most a minute: proxies (the gateway's read timeout is 75 s)
+            // give up on a request held longer.
+            longest_hold: env.seconds("LONGPOLL_TIMEOUT_SECS", 30, 1..=60)?,
         })
     }
 

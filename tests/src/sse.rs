@@ -14,7 +14,10 @@ use reqwest::header::HeaderMap;
 #[derive(Debug, Clone, PartialEq)]
 pub enum SseEvent {
     Message(Message),
-    Gap { after: u64, resume_from: u64 },
+    Gap {
+        after: u64,
+        resume_from: u64,
+    },
     /// The token the stream was opened with expired; the stream ends.
     Expired,
 }

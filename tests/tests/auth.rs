@@ -84,7 +84,8 @@ async fn status_of(app: &TestApp, route: Route, token: Option<&str>, carry: Carr
         (Some(token), Carry::Query) => {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str(&format!("token={token}"));
-            app.client.request(route.method.parse::<Method>().expect("method"), url)
+            app.client
+                .request(route.method.parse::<Method>().expect("method"), url)
         }
         (Some(token), Carry::Header) => app
             .client
@@ -234,10 +235,7 @@ async fn a_good_token_works_in_the_header_and_in_the_query_on_every_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rs256_service_takes_rs256_tokens_and_refuses_hs256_signed_with_its_public_key() {
     let app = AppBuilder::new(sse_svc::service())
-        .var(
-            "JWT_PUBLIC_KEY_FILE",
-            key_file("rsa-public.pem").display(),
-        )
+        .var("JWT_PUBLIC_KEY_FILE", key_file("rsa-public.pem").display())
         .spawn()
         .await;
     let history = Route {
@@ -245,9 +243,15 @@ async fn an_rs256_service_takes_rs256_tokens_and_refuses_hs256_signed_with_its_p
         path: "/rooms/lobby/history",
     };
     let user = Token::for_user("alice");
-    assert_eq!(status_of(&app, history, Some(&user.rs256()), Carry::Header).await, 200);
+    assert_eq!(
+        status_of(&app, history, Some(&user.rs256()), Carry::Header).await,
+        200
+    );
     for (what, forged) in [
-        ("HS256 with the public key", user.hs256_with_the_public_key()),
+        (
+            "HS256 with the public key",
+            user.hs256_with_the_public_key(),
+        ),
         ("HS256 with a secret", user.hs256()),
         ("ES256", user.es256()),
         ("alg none", user.unsigned()),
@@ -263,8 +267,14 @@ async fn an_rs256_service_takes_rs256_tokens_and_refuses_hs256_signed_with_its_p
         .var("JWT_PUBLIC_KEY_FILE", key_file("ec-public.pem").display())
         .spawn()
         .await;
-    assert_eq!(status_of(&ec, history, Some(&user.es256()), Carry::Query).await, 200);
-    assert_eq!(status_of(&ec, history, Some(&user.rs256()), Carry::Query).await, 401);
+    assert_eq!(
+        status_of(&ec, history, Some(&user.es256()), Carry::Query).await,
+        200
+    );
+    assert_eq!(
+        status_of(&ec, history, Some(&user.rs256()), Carry::Query).await,
+        401
+    );
 }
 
 /// Publishes `text` in `room` with `token`; the answer's status and body.
@@ -305,9 +315,17 @@ async fn room_patterns_decide_what_a_token_reads_and_publishes() {
         assert_eq!(status, 201, "{room}");
     }
     for room in ["news", "public-1"] {
-        assert_eq!(read_status(&app, room, &scoped).await, 200, "read-only {room}");
+        assert_eq!(
+            read_status(&app, room, &scoped).await,
+            200,
+            "read-only {room}"
+        );
         let (status, body) = publish_as(&app, room, &scoped, json!({"message": "hi"})).await;
-        assert_eq!((status, body["error"].as_str()), (403, Some("forbidden_room")), "{room}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("forbidden_room")),
+            "{room}"
+        );
     }
     for room in ["generals", "teams", "other"] {
         assert_eq!(read_status(&app, room, &scoped).await, 403, "{room}");
@@ -356,7 +374,13 @@ async fn the_author_is_the_tokens_identity_over_post_and_websocket() {
     assert_eq!(status, 201);
     assert_eq!(message["author"], "Alice");
     let unnamed = token("u-18").hs256();
-    let (_, message) = publish_as(&app, "lobby", &unnamed, json!({"author": "root", "message": "x"})).await;
+    let (_, message) = publish_as(
+        &app,
+        "lobby",
+        &unnamed,
+        json!({"author": "root", "message": "x"}),
+    )
+    .await;
     assert_eq!(message["author"], "u-18");
 
     let mut socket = WsClient::connect_with(
@@ -366,7 +390,9 @@ async fn the_author_is_the_tokens_identity_over_post_and_websocket() {
     .await
     .expect("upgraded");
     socket
-        .send_json(json!({"type": "publish", "ref": 1, "author": "someone else", "message": "over ws"}))
+        .send_json(
+            json!({"type": "publish", "ref": 1, "author": "someone else", "message": "over ws"}),
+        )
         .await;
     let received = socket.messages(1, SECS).await;
     assert_eq!(received[0].author, "Alice");
@@ -385,7 +411,11 @@ async fn the_author_is_the_tokens_identity_over_post_and_websocket() {
         .await;
     let reply = socket.reply(SECS).await;
     assert_eq!(
-        (reply["type"].as_str(), reply["error"].as_str(), reply["ref"].as_str()),
+        (
+            reply["type"].as_str(),
+            reply["error"].as_str(),
+            reply["ref"].as_str()
+        ),
         (Some("error"), Some("forbidden_room"), Some("r"))
     );
 }
@@ -428,14 +458,32 @@ async fn per_client_budgets_key_on_the_token_subject() {
     let alice = Token::for_user("alice").hs256();
     let bob = Token::for_user("bob").hs256();
     for _ in 0..2 {
-        assert_eq!(publish_as(&app, "r", &alice, json!({"message": "a"})).await.0, 201);
+        assert_eq!(
+            publish_as(&app, "r", &alice, json!({"message": "a"}))
+                .await
+                .0,
+            201
+        );
     }
-    assert_eq!(publish_as(&app, "r", &alice, json!({"message": "a"})).await.0, 429);
+    assert_eq!(
+        publish_as(&app, "r", &alice, json!({"message": "a"}))
+            .await
+            .0,
+        429
+    );
     // Bob, from the same address, has his own budget; a second token for
     // Alice shares hers.
-    assert_eq!(publish_as(&app, "r", &bob, json!({"message": "b"})).await.0, 201);
+    assert_eq!(
+        publish_as(&app, "r", &bob, json!({"message": "b"})).await.0,
+        201
+    );
     let alice_again = Token::for_user("alice").name("Alice").hs256();
-    assert_eq!(publish_as(&app, "r", &alice_again, json!({"message": "a"})).await.0, 429);
+    assert_eq!(
+        publish_as(&app, "r", &alice_again, json!({"message": "a"}))
+            .await
+            .0,
+        429
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,9 +497,12 @@ async fn an_event_stream_ends_at_expiry_and_a_fresh_token_resumes_without_loss()
     let writer = Token::for_user("writer").hs256();
     let short = Token::for_user("reader").expires_in(2).hs256();
     let client = chat_tests::app::stream_client();
-    let mut stream = SseStream::open_with_token(&client, &app.base, "expiring", Resume::After(0), &short).await;
+    let mut stream =
+        SseStream::open_with_token(&client, &app.base, "expiring", Resume::After(0), &short).await;
     assert_eq!(stream.status, 200);
-    let first = publish_as(&app, "expiring", &writer, json!({"message": "before"})).await.1;
+    let first = publish_as(&app, "expiring", &writer, json!({"message": "before"}))
+        .await
+        .1;
     assert_eq!(stream.messages(1, SECS).await[0].message, "before");
 
     // At `exp`, the stream says so and ends.
@@ -465,12 +516,20 @@ async fn an_event_stream_ends_at_expiry_and_a_fresh_token_resumes_without_loss()
     assert!(started.elapsed() < Duration::from_secs(4));
 
     // Published meanwhile, then a fresh token and the cursor: nothing lost.
-    let missed = publish_as(&app, "expiring", &writer, json!({"message": "while away"})).await.1;
+    let missed = publish_as(&app, "expiring", &writer, json!({"message": "while away"}))
+        .await
+        .1;
     let fresh = Token::for_user("reader").hs256();
     let cursor = stream.last_event_id.expect("a cursor");
     assert_eq!(cursor, first["id"].as_u64().expect("an id"));
-    let mut resumed =
-        SseStream::open_with_token(&client, &app.base, "expiring", Resume::Header(cursor), &fresh).await;
+    let mut resumed = SseStream::open_with_token(
+        &client,
+        &app.base,
+        "expiring",
+        Resume::Header(cursor),
+        &fresh,
+    )
+    .await;
     let received = resumed.messages(1, SECS).await;
     assert_eq!(received[0].id, missed["id"].as_u64().expect("an id"));
 }
@@ -497,7 +556,9 @@ async fn a_websocket_closes_with_4001_at_expiry_and_a_fresh_token_resumes_withou
     let (_, ended) = socket.all_messages(SECS).await;
     assert_eq!(ended, Ended::Closed(4001), "closed at expiry with 4001");
 
-    let missed = publish_as(&app, "expiring", &writer, json!({"message": "while away"})).await.1;
+    let missed = publish_as(&app, "expiring", &writer, json!({"message": "while away"}))
+        .await
+        .1;
     let fresh = Token::for_user("reader").hs256();
     let mut resumed = WsClient::connect_with(
         &format!(
@@ -528,7 +589,10 @@ async fn a_held_poll_ends_at_expiry_and_the_next_needs_a_fresh_token() {
         .await
         .expect("sent");
     assert_eq!(response.status(), 204);
-    assert!(started.elapsed() < Duration::from_secs(4), "answered at expiry");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered at expiry"
+    );
     let again = app
         .client
         .get(app.url("/rooms/r/poll?timeout=1"))
@@ -556,7 +620,10 @@ async fn tokens_never_reach_the_logs() {
     let client = reqwest::Client::new();
     for token in [&good, &expired] {
         let _ = client
-            .get(format!("{}/rooms/r/history?after=0&token={token}", service.base))
+            .get(format!(
+                "{}/rooms/r/history?after=0&token={token}",
+                service.base
+            ))
             .send()
             .await
             .expect("sent");
@@ -579,7 +646,10 @@ async fn tokens_never_reach_the_logs() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let log = service.log();
-    assert!(log.contains("token=***"), "the access log shows the masked query:\n{log}");
+    assert!(
+        log.contains("token=***"),
+        "the access log shows the masked query:\n{log}"
+    );
     for token in [&good, &expired] {
         let signature = token.rsplit('.').next().expect("a signature");
         assert!(!log.contains(signature), "a token is in the log:\n{log}");

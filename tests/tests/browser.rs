@@ -221,7 +221,10 @@ async fn a_browser_connects_with_a_token_in_the_url_and_is_refused_without_a_goo
         .var("JWT_SECRET", SECRET)
         .spawn()
         .await;
-    let token = Token::for_user("u-1").name("Chromium").rooms(&["web"]).hs256();
+    let token = Token::for_user("u-1")
+        .name("Chromium")
+        .rooms(&["web"])
+        .hs256();
     let expired = Token::for_user("u-1").expires_in(-5).hs256();
     let browser = Browser::start_on(&sse.url("/healthz")).await;
 
@@ -255,7 +258,10 @@ async fn a_browser_connects_with_a_token_in_the_url_and_is_refused_without_a_goo
         .wait_for("window.events.length >= 1 && window.events", WAIT)
         .await;
     assert_eq!(events[0]["message"], "hello with a token");
-    assert_eq!(events[0]["author"], "Chromium", "the token's name, not the frame's");
+    assert_eq!(
+        events[0]["author"], "Chromium",
+        "the token's name, not the frame's"
+    );
     let frames = browser
         .wait_for(
             "window.frames.some((f) => f.type === 'ack') && window.frames",
@@ -275,7 +281,10 @@ async fn a_browser_connects_with_a_token_in_the_url_and_is_refused_without_a_goo
             WAIT,
         )
         .await;
-    assert_eq!(refused["sse"], 2, "the EventSource gave up (CLOSED): {refused}");
+    assert_eq!(
+        refused["sse"], 2,
+        "the EventSource gave up (CLOSED): {refused}"
+    );
     assert_eq!(refused["ws"], 1006, "the upgrade was refused: {refused}");
     browser.quit().await;
 }

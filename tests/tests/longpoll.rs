@@ -271,11 +271,12 @@ async fn after_older_than_history_answers_with_a_gap(backend: Backend) {
 
 async fn after_beyond_the_last_id_answers_with_a_gap(backend: Backend) {
     let (_redis, app) = start(backend, |b| b).await;
-    app.publish("lobby", "alice", "one").await;
+    let first = app.publish("lobby", "alice", "one").await;
     let poller = LongPoller::new(&app.base, "lobby");
 
-    // A cursor from the future (e.g. from before Redis lost its data) must
-    // not wait for ids that will never come.
+    // A cursor from the future (from before the room's ids started over:
+    // Redis lost its data, or the room expired) must not wait for ids that
+    // will never come, nor skip the room's messages since.
     let Poll::Messages {
         messages,
         cursor,
@@ -287,7 +288,9 @@ async fn after_beyond_the_last_id_answers_with_a_gap(backend: Backend) {
 
     assert!(gap);
     assert!(messages.is_empty());
-    assert_eq!(cursor, 1, "resume from the room's real position");
+    assert_eq!(cursor, 0, "resume before the room's oldest message");
+    let next = poller.collect(cursor, 1, Duration::from_secs(5)).await;
+    assert_eq!(next, [first]);
 }
 
 async fn history_returns_the_latest_or_those_after_a_cursor(backend: Backend) {

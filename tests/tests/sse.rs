@@ -290,7 +290,7 @@ async fn a_cursor_older_than_history_gets_a_gap_event_first(backend: Backend) {
 
 async fn a_cursor_ahead_of_the_room_gets_a_gap_event(backend: Backend) {
     let (_redis, app) = start(backend, |b| b).await;
-    publish_many(&app, "lobby", "m", 2).await;
+    let sent = publish_many(&app, "lobby", "m", 2).await;
     wait_for_id(&app, "lobby", 2).await;
 
     let mut stream = SseStream::connect(&app.base, "lobby", Resume::Header(500)).await;
@@ -299,14 +299,15 @@ async fn a_cursor_ahead_of_the_room_gets_a_gap_event(backend: Backend) {
         stream.next(SECS).await,
         Some(SseEvent::Gap {
             after: 500,
-            resume_from: 3
+            resume_from: 1
         })
     );
     assert_eq!(
         stream.last_event_id,
-        Some(2),
-        "the browser's cursor moves back to the room's"
+        Some(0),
+        "the browser's cursor moves back to before the room's oldest message"
     );
+    assert_eq!(stream.messages(2, SECS).await, sent);
     let next = app.publish("lobby", "alice", "three").await;
     assert_eq!(stream.messages(1, SECS).await, [next]);
 }

@@ -129,7 +129,10 @@ impl FromRequest for Caller {
 /// The token of `Authorization: Bearer <token>`, or else of `?token=`.
 /// Another kind of `Authorization` is refused rather than ignored.
 fn bearer_token(request: &HttpRequest) -> Result<Option<String>, ApiError> {
-    if let Some(header) = request.headers().get(actix_web::http::header::AUTHORIZATION) {
+    if let Some(header) = request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+    {
         let header = header.to_str().unwrap_or_default();
         return match header.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
@@ -140,9 +143,8 @@ fn bearer_token(request: &HttpRequest) -> Result<Option<String>, ApiError> {
             )),
         };
     }
-    let query = web::Query::<std::collections::HashMap<String, String>>::from_query(
-        request.query_string(),
-    )
-    .map_err(|err| ApiError::BadQuery(err.to_string()))?;
+    let query =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(request.query_string())
+            .map_err(|err| ApiError::BadQuery(err.to_string()))?;
     Ok(query.get("token").cloned())
 }

@@ -101,7 +101,9 @@ impl Grant {
         let patterns = |list: Option<Vec<String>>| -> Result<_, BadClaims> {
             list.map(|list| {
                 list.iter()
-                    .map(|raw| RoomPattern::parse(raw).ok_or_else(|| BadClaims::Pattern(raw.clone())))
+                    .map(|raw| {
+                        RoomPattern::parse(raw).ok_or_else(|| BadClaims::Pattern(raw.clone()))
+                    })
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()
@@ -111,9 +113,7 @@ impl Grant {
             author,
             rooms: patterns(claims.rooms)?,
             read: patterns(claims.read)?,
-            expires: claims
-                .exp
-                .map(|exp| UNIX_EPOCH + Duration::from_secs(exp)),
+            expires: claims.exp.map(|exp| UNIX_EPOCH + Duration::from_secs(exp)),
         })
     }
 

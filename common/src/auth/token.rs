@@ -119,26 +119,28 @@ impl Verifier {
     /// The grant of a valid token.
     pub fn verify(&self, token: &str) -> Result<Grant, Refused> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key.key, &self.validation)
-            .map_err(|err| match err.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key.key, &self.validation).map_err(
+            |err| match err.kind() {
                 ErrorKind::ExpiredSignature => Refused::Expired,
                 ErrorKind::ImmatureSignature => Refused::NotYetValid,
                 ErrorKind::InvalidIssuer => Refused::Issuer,
                 ErrorKind::InvalidAudience => Refused::Audience,
                 ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => Refused::Issuer,
                 ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => Refused::Audience,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    Refused::Algorithm
-                }
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => Refused::Algorithm,
                 ErrorKind::InvalidSignature => Refused::Signature,
                 _ => Refused::Malformed,
-            })?;
+            },
+        )?;
         let grant =
             Grant::from_claims(data.claims).map_err(|bad| Refused::Claims(bad.to_string()))?;
         // `exp` is in whole seconds and the check above compares whole
         // seconds: a token could pass it for up to a second after the
         // moment a connection holding it is ended. Refuse from that moment.
-        if grant.expires.is_some_and(|expires| expires <= SystemTime::now()) {
+        if grant
+            .expires
+            .is_some_and(|expires| expires <= SystemTime::now())
+        {
             return Err(Refused::Expired);
         }
         Ok(grant)

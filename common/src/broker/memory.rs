@@ -15,9 +15,10 @@ use tokio::sync::mpsc;
 use super::{Broker, BrokerError, FEED_CAPACITY, Feed, Published, Retention, Sequence};
 use crate::message::{Draft, IdempotencyKey, Message, RoomName};
 
-/// Publishes between two looks for expired rooms and keys: often enough to
-/// keep memory bounded, rare enough to cost nothing per publish.
-const EXPIRE_EVERY: u64 = 1024;
+/// How often a publish looks for expired rooms and keys, at most: memory
+/// only grows by publishing, so this bounds it; reads treat an expired room
+/// as gone at once.
+const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct MemoryBroker {
@@ -31,6 +32,8 @@ pub struct MemoryBroker {
     rooms: Mutex<HashMap<RoomName, RoomLog>>,
     /// A std mutex: only pushed to and cloned from, never held across await.
     feeds: Mutex<Vec<mpsc::Sender<Feed>>>,
+    /// When expired rooms and keys were last dropped.
+    expired_at: Mutex<Instant>,
 }
 
 #[derive(Debug)]
@@ -63,7 +66,32 @@ impl MemoryBroker {
             publishing: tokio::sync::Mutex::new(()),
             rooms: Mutex::new(HashMap::new()),
             feeds: Mutex::new(Vec::new()),
+            expired_at: Mutex::new(Instant::now()),
         }
+    }
+
+    /// The room's log unless it expired (as its Redis keys would have).
+    fn live<'a>(
+        &self,
+        rooms: &'a HashMap<RoomName, RoomLog>,
+        room: &RoomName,
+    ) -> Option<&'a RoomLog> {
+        rooms
+            .get(room)
+            .filter(|log| log.touched.elapsed() < self.retention.room_ttl)
+    }
+
+    /// Whether it is time to drop expired rooms and keys.
+    fn expiry_due(&self) -> bool {
+        let mut expired_at = self
+            .expired_at
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let due = expired_at.elapsed() >= EXPIRE_EVERY;
+        if due {
+            *expired_at = Instant::now();
+        }
+        due
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, RoomLog>> {
@@ -120,6 +148,9 @@ impl Broker for MemoryBroker {
                 room_ttl,
                 idempotency_window,
             } = self.retention;
+            if self.live(&rooms, &draft.room).is_none() {
+                rooms.remove(&draft.room);
+            }
             let log = rooms.entry(draft.room.clone()).or_default();
             if let Some((first, _)) = key
                 .and_then(|key| log.keys.get(key))
@@ -141,7 +172,7 @@ impl Broker for MemoryBroker {
                 log.keys
                     .insert(key.clone(), (message.clone(), Instant::now()));
             }
-            if message.id % EXPIRE_EVERY == 0 {
+            if self.expiry_due() {
                 expire(&mut rooms, room_ttl, idempotency_window);
             }
             message
@@ -156,6 +187,21 @@ impl Broker for MemoryBroker {
         })
     }
 
+    async fn replay(
+        &self,
+        room: &RoomName,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Message>, BrokerError> {
+        let window = self.retention.idempotency_window;
+        let rooms = self.rooms();
+        Ok(self.live(&rooms, room).and_then(|log| {
+            log.keys
+                .get(key)
+                .filter(|(_, used)| used.elapsed() < window)
+                .map(|(first, _)| first.clone())
+        }))
+    }
+
     async fn read_after(
         &self,
         room: &RoomName,
@@ -163,7 +209,7 @@ impl Broker for MemoryBroker {
         limit: usize,
     ) -> Result<Vec<Message>, BrokerError> {
         let rooms = self.rooms();
-        let Some(log) = rooms.get(room) else {
+        let Some(log) = self.live(&rooms, room) else {
             return Ok(Vec::new());
         };
         let start = log.messages.partition_point(|message| message.id <= after);
@@ -182,7 +228,7 @@ impl Broker for MemoryBroker {
         limit: usize,
     ) -> Result<Vec<Message>, BrokerError> {
         let rooms = self.rooms();
-        let Some(log) = rooms.get(room) else {
+        let Some(log) = self.live(&rooms, room) else {
             return Ok(Vec::new());
         };
         let skip = log.messages.len().saturating_sub(limit);
@@ -191,7 +237,7 @@ impl Broker for MemoryBroker {
 
     async fn sequence(&self, room: &RoomName, floor: u64) -> Result<Sequence, BrokerError> {
         let mut rooms = self.rooms();
-        let stored = rooms.get(room).map_or(0, |log| log.last_id);
+        let stored = self.live(&rooms, room).map_or(0, |log| log.last_id);
         if stored < floor {
             let log = rooms.entry(room.clone()).or_default();
             log.last_id = floor;

@@ -149,6 +149,16 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
         floor: u64,
     ) -> Result<Published, BrokerError>;
 
+    /// The message first stored with `key` in `room`, if the key was used
+    /// within the idempotency window. (A publish checks keys itself; this
+    /// is for publishes refused before they reach the broker, which must
+    /// still answer a replay with its first message.)
+    async fn replay(
+        &self,
+        room: &RoomName,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Message>, BrokerError>;
+
     /// Up to `limit` messages with `id > after`, oldest first. Fewer, or a
     /// first id above `after + 1`, means history no longer reaches back.
     async fn read_after(

@@ -276,6 +276,21 @@ impl Broker for RedisBroker {
         })
     }
 
+    async fn replay(
+        &self,
+        room: &RoomName,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Message>, BrokerError> {
+        let mut conn = self.commands.clone();
+        let record = self.keys.idempotency(room, key);
+        let first: Option<Vec<u8>> = self
+            .run(COMMAND_TIMEOUT, async move {
+                redis::cmd("GET").arg(record).query_async(&mut conn).await
+            })
+            .await?;
+        first.map(|first| parse_payload(&first)).transpose()
+    }
+
     async fn read_after(
         &self,
         room: &RoomName,

@@ -124,6 +124,16 @@ impl Hub {
         self.rooms.broker.publish(draft, key, floor).await
     }
 
+    /// The message first published with `key` in `room`, if the key was
+    /// used within the idempotency window.
+    pub async fn replay(
+        &self,
+        room: &RoomName,
+        key: &IdempotencyKey,
+    ) -> Result<Option<crate::message::Message>, BrokerError> {
+        self.rooms.broker.replay(room, key).await
+    }
+
     /// The room's last id as this instance knows it.
     pub async fn last_id(&self, room: &RoomName) -> Result<u64, BrokerError> {
         let room = self.rooms.synced_room(room).await?;

@@ -205,20 +205,24 @@ impl Rooms {
     /// A cursor beyond this instance's last id: either this instance is a
     /// moment behind (the client heard of a newer message elsewhere), or the
     /// cursor is from before the room's ids started over (Redis lost its
-    /// data, or the room expired). The broker's sequence tells; in the
-    /// second case the answer is a gap back to the room's real position, at
-    /// once, so the client never waits for ids that will not come.
+    /// data and no instance remembered the room, or the room expired). The
+    /// broker's sequence tells. In the second case the client is told at
+    /// once, and resumes from the oldest message of the room's new life, so
+    /// it misses none of them.
     async fn read_ahead(&self, room: &Room, after: u64) -> Page {
-        match self.broker.sequence(&room.name, 0).await {
-            Ok(sequence) if sequence.current < after => Page {
-                entries: Vec::new(),
-                gap: Some(Gap {
-                    after,
-                    resume_from: sequence.current + 1,
-                }),
-            },
+        let sequence = match self.broker.sequence(&room.name, 0).await {
+            Ok(sequence) if sequence.current < after => sequence,
             // Behind, or the broker cannot say right now: wait for news.
-            _ => Page::default(),
+            _ => return Page::default(),
+        };
+        let oldest = self.broker.read_after(&room.name, 0, 1).await;
+        let resume_from = match oldest.ok().and_then(|found| found.first().map(|m| m.id)) {
+            Some(oldest) => oldest,
+            None => sequence.current + 1,
+        };
+        Page {
+            entries: Vec::new(),
+            gap: Some(Gap { after, resume_from }),
         }
     }
 
@@ -239,11 +243,19 @@ impl Rooms {
         let Some(room) = self.get(&message.room) else {
             return;
         };
+        let id = message.id;
+        if !room.is_synced() {
+            // The room was just opened and is asking the broker where it
+            // stands: no base to check this message against yet, and taking
+            // it as the base would let a forged id move the room. History
+            // says whether it is real.
+            self.accept_unchecked(&room, id).await;
+            return;
+        }
         let entry = Entry::new(&message, self.framer);
         let Append::Behind { last } = room.append(&entry, &self.policy, IfBehind::Report) else {
             return;
         };
-        let id = entry.id();
         match self.fill(&room.name, last, id).await {
             // History holds the message: deliver it, and what pub/sub missed
             // before it, as history has them.
@@ -265,6 +277,25 @@ impl Rooms {
             // over there (clients are told of a gap that may not be real)
             // rather than hold every room up.
             None => self.deliver_in_order(&room, std::iter::once(entry)),
+        }
+    }
+
+    /// Delivers message `id` of a room not synced yet, as history has it,
+    /// if history has it.
+    async fn accept_unchecked(&self, room: &Room, id: u64) {
+        match self.fill(&room.name, id - 1, id).await {
+            Some(stored) => {
+                let entries = stored
+                    .iter()
+                    .filter(|m| m.id == id)
+                    .map(|m| Entry::new(m, self.framer));
+                self.deliver_in_order(room, entries);
+            }
+            None => log::warn!(
+                "room {}: message {id} arrived while the room syncs and history cannot \
+                 confirm it; the room's sync will find it",
+                room.name
+            ),
         }
     }
 

@@ -9,8 +9,8 @@ use actix_web::FromRequest;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use common::ApiError;
-use common::config::AllowedOrigins;
 use common::auth::Caller;
+use common::config::AllowedOrigins;
 use common::http::{AppState, Cursor, RoomPath};
 use common::session::StreamSession;
 
