@@ -9,6 +9,7 @@
 use std::fmt::Display;
 
 use crate::auth::{ApiKey, AuthSettings, TokenKey, Verifier};
+use crate::broker::RedisTarget;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::time::Duration;
@@ -178,6 +179,52 @@ fn check_log_filter(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `REDIS_URL` (one Redis) or `REDIS_CLUSTER_URLS` (a cluster's seed
+/// nodes), never both; each URL must parse, and a password in it never
+/// appears in an error.
+fn redis_target(env: &Env<'_>) -> Result<Option<RedisTarget>, ConfigError> {
+    let check = |var: &'static str, url: &str| {
+        redis::Client::open(url)
+            .map(|_| ())
+            .map_err(|err| ConfigError {
+                var,
+                value: without_password(url),
+                expected: format!("a redis:// or unix:// URL: {}", err.category()),
+            })
+    };
+    match (env.get("REDIS_URL"), env.get("REDIS_CLUSTER_URLS")) {
+        (Some(_), Some(nodes)) => Err(ConfigError {
+            var: "REDIS_CLUSTER_URLS",
+            value: without_password(&nodes),
+            expected: "unset while REDIS_URL is set: one Redis or one cluster".into(),
+        }),
+        (Some(url), None) => {
+            check("REDIS_URL", &url)?;
+            Ok(Some(RedisTarget::Single(url)))
+        }
+        (None, Some(nodes)) => {
+            let nodes: Vec<String> = nodes
+                .split(',')
+                .map(str::trim)
+                .filter(|node| !node.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if nodes.is_empty() {
+                return Err(ConfigError {
+                    var: "REDIS_CLUSTER_URLS",
+                    value: String::new(),
+                    expected: "comma-separated redis://host:port seed nodes".into(),
+                });
+            }
+            for node in &nodes {
+                check("REDIS_CLUSTER_URLS", node)?;
+            }
+            Ok(Some(RedisTarget::Cluster(nodes)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// A secret shorter than this is weak for HS256 (RFC 7518 asks for at least
 /// the hash's 256 bits); it is used, with a warning.
 const STRONG_SECRET_BYTES: usize = 32;
@@ -279,6 +326,7 @@ Environment variables (an empty value counts as unset):
   HOST                      address to listen on [default: 0.0.0.0]
   PORT                      port to listen on; 0 picks a free one [default: the service's]
   REDIS_URL                 redis://host:port/db; unset: in-process broker, one instance only
+  REDIS_CLUSTER_URLS        redis://host:port,... seed nodes of a Redis Cluster (Redis >= 7); excludes REDIS_URL
   REDIS_KEY_PREFIX          prefix of every Redis key and channel [default: chat]
   HISTORY_LEN               messages kept per room in Redis, at least [default: 1000]
   HUB_RING_LEN              recent messages kept per room in memory [default: 256]
@@ -310,8 +358,9 @@ pub struct Config {
     pub host: String,
     /// 0 binds a free port (tests); the bound port is reported by the server.
     pub port: u16,
-    /// `None`: the in-process broker, which serves this one process only.
-    pub redis_url: Option<String>,
+    /// One Redis or a Redis Cluster; `None`: the in-process broker, which
+    /// serves this one process only.
+    pub redis: Option<RedisTarget>,
     /// Prefix of every Redis key and channel, so deployments (and tests) can
     /// share one Redis without seeing each other.
     pub redis_prefix: String,
@@ -376,16 +425,7 @@ impl Config {
                 expected: "1-64 characters of A-Z, a-z, 0-9, '_', '-', ':' or '.'".into(),
             });
         }
-        let redis_url = env.get("REDIS_URL");
-        if let Some(url) = &redis_url {
-            if let Err(err) = redis::Client::open(url.as_str()) {
-                return Err(ConfigError {
-                    var: "REDIS_URL",
-                    value: without_password(url),
-                    expected: format!("a redis:// or unix:// URL: {}", err.category()),
-                });
-            }
-        }
+        let redis = redis_target(env)?;
         let publish_rate_per_sec = env.number("PUBLISH_RATE_PER_SEC", 20, 0..=1_000_000)?;
         let host = env.get("HOST").unwrap_or_else(|| "0.0.0.0".into());
         if !is_host(&host) {
@@ -410,7 +450,7 @@ impl Config {
         Ok(Config {
             host,
             port: env.number("PORT", default_port, 0..=u16::MAX)?,
-            redis_url,
+            redis,
             redis_prefix,
             history_len: env.number("HISTORY_LEN", 1000, 1..=10_000_000)?,
             hub_ring_len: env.number("HUB_RING_LEN", 256, 1..=1_000_000)?,
@@ -485,7 +525,7 @@ mod tests {
     fn defaults_follow_the_contract() {
         let config = config(&[]).expect("defaults are valid");
         assert_eq!(config.port, 8081);
-        assert_eq!(config.redis_url, None);
+        assert_eq!(config.redis, None);
         assert_eq!(config.history_len, 1000);
         assert_eq!(config.heartbeat, Duration::from_secs(15));
         assert_eq!(config.max_message_chars, 4096);
@@ -516,7 +556,7 @@ mod tests {
     fn empty_values_count_as_unset() {
         let config = config(&[("PORT", ""), ("REDIS_URL", " ")]).expect("valid");
         assert_eq!(config.port, 8081);
-        assert_eq!(config.redis_url, None);
+        assert_eq!(config.redis, None);
     }
 
     #[test]
@@ -591,8 +631,35 @@ mod tests {
         );
         let config = config(&[("REDIS_URL", "redis://127.0.0.1:6379/0")]).expect("valid");
         assert_eq!(
-            config.redis_url.as_deref(),
-            Some("redis://127.0.0.1:6379/0")
+            config.redis,
+            Some(RedisTarget::Single("redis://127.0.0.1:6379/0".into()))
+        );
+    }
+
+    #[test]
+    fn a_cluster_is_its_seed_nodes_and_excludes_redis_url() {
+        let config = config(&[(
+            "REDIS_CLUSTER_URLS",
+            "redis://10.0.0.1:7000, redis://10.0.0.2:7000",
+        )])
+        .expect("valid");
+        assert_eq!(
+            config.redis,
+            Some(RedisTarget::Cluster(vec![
+                "redis://10.0.0.1:7000".into(),
+                "redis://10.0.0.2:7000".into()
+            ]))
+        );
+        assert_eq!(
+            rejected_var(&[
+                ("REDIS_URL", "redis://a:6379"),
+                ("REDIS_CLUSTER_URLS", "redis://b:7000")
+            ]),
+            "REDIS_CLUSTER_URLS"
+        );
+        assert_eq!(
+            rejected_var(&[("REDIS_CLUSTER_URLS", "redis://ok:7000,http://bad")]),
+            "REDIS_CLUSTER_URLS"
         );
     }
 

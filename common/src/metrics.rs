@@ -11,6 +11,7 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+use crate::broker::BrokerMetrics;
 use crate::hub::HubMetrics;
 use crate::message::Via;
 
@@ -35,8 +36,8 @@ pub struct Metrics {
     /// From acceptance (the message's `ts`) to handed to a client, for live
     /// deliveries (replays of old messages would only measure their age).
     pub delivery_latency: Histogram,
-    /// Times the broker subscription was lost and re-established.
-    pub broker_reconnects: IntCounter,
+    /// The broker's subscription: reconnects, rooms subscribed.
+    pub broker: BrokerMetrics,
     /// Error answers by code.
     pub errors: IntCounterVec,
     pub hub: HubMetrics,
@@ -96,10 +97,24 @@ impl Metrics {
             ),
             delivered: counter("messages_delivered_total", "Messages handed to clients"),
             delivery_latency,
-            broker_reconnects: counter(
-                "broker_reconnects_total",
-                "Times the broker subscription was lost and re-established",
-            ),
+            broker: BrokerMetrics {
+                reconnects: counter(
+                    "broker_reconnects_total",
+                    "Times the broker subscription was lost and re-established",
+                ),
+                rooms_subscribed: gauge(
+                    "rooms_subscribed",
+                    "Rooms whose live channel this instance is subscribed to",
+                ),
+                subscribes: counter(
+                    "room_subscribes_total",
+                    "Room subscriptions made (first ones and after reconnects)",
+                ),
+                unsubscribes: counter(
+                    "room_unsubscribes_total",
+                    "Room subscriptions dropped once no client here used the room",
+                ),
+            },
             errors,
             hub: HubMetrics {
                 slow_clients: counter(

@@ -211,14 +211,14 @@ impl Application {
 }
 
 fn broker(config: &Config, metrics: &Metrics) -> Result<Arc<dyn Broker>, StartError> {
-    Ok(match &config.redis_url {
-        Some(url) => Arc::new(RedisBroker::new(
+    Ok(match &config.redis {
+        Some(target) => Arc::new(RedisBroker::new(
             RedisSettings {
-                url: url.clone(),
+                target: target.clone(),
                 key_prefix: config.redis_prefix.clone(),
                 retention: config.retention(),
             },
-            metrics.broker_reconnects.clone(),
+            metrics.broker.clone(),
         )?),
         None => {
             log::warn!(

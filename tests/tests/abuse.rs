@@ -479,15 +479,18 @@ async fn forged_pub_sub_payloads_are_dropped_and_the_ring_stays_intact() {
     .await
     .expect("a message");
 
-    // Anyone who reaches Redis can publish on the live channel.
+    // Anyone who reaches Redis can publish on a room's live channel.
     for payload in [
         "not json at all",
         r#"{"id":0,"room":"forged","author":"x","message":"id zero","ts":1,"via":"sse"}"#,
         r#"{"id":2,"room":"bad room!","author":"x","message":"bad room","ts":1,"via":"sse"}"#,
+        r#"{"id":2,"room":"elsewhere","author":"x","message":"wrong room","ts":1,"via":"sse"}"#,
         r#"{"id":999,"room":"forged","author":"x","message":"far ahead","ts":1,"via":"sse"}"#,
         r#"{"id":2,"room":"forged","author":"x","message":"wrong via","ts":1,"via":"smtp"}"#,
     ] {
-        redis.command(&["PUBLISH", "chat:messages", payload]).await;
+        redis
+            .command(&["PUBLISH", "chat:{forged}:live", payload])
+            .await;
     }
     let second = post(
         &http,
@@ -512,7 +515,12 @@ async fn forged_pub_sub_payloads_are_dropped_and_the_ring_stays_intact() {
         .await
         .expect("JSON");
     assert_eq!(history["messages"].as_array().map(Vec::len), Some(2));
-    assert!(service.log().contains("absent from history"), "logged");
+    let log = service.log();
+    assert!(log.contains("absent from history"), "logged:\n{log}");
+    assert!(
+        log.contains("on the channel of room forged"),
+        "logged:\n{log}"
+    );
     assert_eq!(
         reqwest::get(service.url("/readyz"))
             .await

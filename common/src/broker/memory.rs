@@ -253,7 +253,13 @@ impl Broker for MemoryBroker {
         true
     }
 
-    fn subscribe(&self) -> mpsc::Receiver<Feed> {
+    /// Every message reaches every hub of this process anyway (the hub
+    /// drops the rooms it does not hold): there is nothing to subscribe to.
+    fn watch(&self, _: &RoomName) {}
+
+    fn unwatch(&self, _: &RoomName) {}
+
+    fn feed(&self) -> mpsc::Receiver<Feed> {
         let (feed, receiver) = mpsc::channel(FEED_CAPACITY);
         self.feeds
             .lock()
@@ -380,7 +386,7 @@ mod tests {
     #[tokio::test]
     async fn subscribers_receive_messages_in_id_order() {
         let broker = MemoryBroker::new(retention(10));
-        let mut feed = broker.subscribe();
+        let mut feed = broker.feed();
         broker
             .publish(&draft("a", "x"), None, 0)
             .await
@@ -400,7 +406,7 @@ mod tests {
     #[tokio::test]
     async fn reads_do_not_wait_for_a_publish_stuck_on_a_full_feed() {
         let broker = std::sync::Arc::new(MemoryBroker::new(retention(10)));
-        let _unread_feed = broker.subscribe();
+        let _unread_feed = broker.feed();
         for n in 0..FEED_CAPACITY {
             broker
                 .publish(&draft("a", &n.to_string()), None, 0)

@@ -1,25 +1,32 @@
 //! The broker: where messages get their ids, where history lives, and how
-//! every instance hears about every message.
+//! an instance hears about the messages of the rooms its clients use.
 //!
 //! Two implementations share one trait:
-//! - [`RedisBroker`]: the real one. A publish is one atomic Lua script
-//!   (assign the room's next id, append to the room's capped history stream,
-//!   `PUBLISH`), so ids are gap-free per room and a message is in history
-//!   before anyone can hear of it. Each instance holds one subscription.
+//! - [`RedisBroker`]: the real one, on one Redis or a Redis Cluster. A
+//!   publish is one atomic Lua script on the room's shard (assign the
+//!   room's next id, append to the room's capped history stream, publish on
+//!   the room's channel), so ids are gap-free per room and a message is in
+//!   history before anyone can hear of it. Each instance subscribes to the
+//!   channels of the rooms its clients use, and only those.
 //! - [`MemoryBroker`]: everything in this process, for running one instance
 //!   without Redis. It cannot share messages with another process.
 //!
 //! The broker does not fan out to clients; it feeds the instance's
-//! [`Hub`](crate::hub::Hub) through a bounded [`Feed`].
+//! [`Hub`](crate::hub::Hub) through a bounded [`Feed`]. The hub says which
+//! rooms it wants to hear ([`Broker::watch`], [`Broker::unwatch`]); the
+//! broker's subscription follows that [`Interest`].
 
+mod interest;
 mod memory;
 mod redis;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+pub use self::interest::Interest;
+
 pub use self::memory::MemoryBroker;
-pub use self::redis::{RedisBroker, RedisSettings};
+pub use self::redis::{RedisBroker, RedisSettings, RedisTarget};
 use crate::message::{Draft, IdempotencyKey, Message, RoomName};
 
 /// Why the broker could not do what was asked.
@@ -96,9 +103,24 @@ pub enum Feed {
     /// A message as published. Per room, ids only grow, but some may be
     /// missing: pub/sub is at-most-once, so the hub fills holes from history.
     Message(Message),
-    /// The subscription was (re)established. Messages published while it was
-    /// down were not heard, so the hub catches every room up from history.
-    Resubscribed,
+    /// The room's live messages flow from now on: its subscription started,
+    /// or started again (after a reconnect, a failover, a slot move).
+    /// Messages published before were not heard, so the hub catches the
+    /// room up from history.
+    Watching(RoomName),
+}
+
+/// Counters a broker reports into `/metrics`.
+#[derive(Debug, Clone)]
+pub struct BrokerMetrics {
+    /// Times the subscription connection was lost and re-established.
+    pub reconnects: prometheus::IntCounter,
+    /// Rooms this instance is subscribed to now.
+    pub rooms_subscribed: prometheus::IntGauge,
+    /// Room subscriptions made (first ones and after reconnects).
+    pub subscribes: prometheus::IntCounter,
+    /// Room subscriptions dropped because no client here uses the room.
+    pub unsubscribes: prometheus::IntCounter,
 }
 
 /// A room's sequence as the broker holds it.
@@ -179,8 +201,15 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     /// Whether the broker can take publishes and deliver messages right now.
     async fn is_ready(&self) -> bool;
 
-    /// Starts this instance's one subscription. Called once, by the hub.
-    fn subscribe(&self) -> mpsc::Receiver<Feed>;
+    /// Starts feeding this instance's hub. Called once, by the hub.
+    fn feed(&self) -> mpsc::Receiver<Feed>;
+
+    /// The hub's clients use `room`: hear its live messages (a
+    /// [`Feed::Watching`] says when they flow). Cheap and idempotent.
+    fn watch(&self, room: &RoomName);
+
+    /// No client here uses `room` any more: stop hearing it.
+    fn unwatch(&self, room: &RoomName);
 }
 
 /// Capacity of the feed between the subscription and the hub. The hub's

@@ -22,11 +22,11 @@ mod room;
 mod rooms;
 mod subscription;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Weak};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use self::entry::{ClientSocket, Entry, Framed, Framer, Gap, Page, Socket};
@@ -59,10 +59,13 @@ pub struct HubSettings {
 /// instance that once held many rooms would look as big forever.
 const RELEASE_AFTER_FREEING: usize = 4 << 20;
 
-/// How often unused rooms are looked for: a quarter of the idle time,
-/// within these bounds.
-const SWEEP_EVERY_MIN: Duration = Duration::from_secs(1);
-const SWEEP_EVERY_MAX: Duration = Duration::from_secs(60);
+/// How long a room no client here uses stays subscribed: short, so an
+/// instance soon spends nothing on a room its clients left, yet long enough
+/// that clients reconnecting (a page reload, a transport switch) do not
+/// make it unsubscribe and subscribe again.
+const UNWATCH_GRACE: Duration = Duration::from_secs(5);
+/// How often the sweeper looks for rooms to unsubscribe, free, or evict.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// A cloneable handle to the instance's hub.
 #[derive(Debug, Clone)]
@@ -90,7 +93,7 @@ impl Hub {
         framer: Framer,
         metrics: HubMetrics,
     ) -> Hub {
-        let feed = broker.subscribe();
+        let feed = broker.feed();
         let policy = Policy {
             ring_len: settings.ring_len,
             queue_len: settings.queue_len,
@@ -100,9 +103,15 @@ impl Hub {
         };
         let rooms = Arc::new(Rooms::new(broker, framer, policy, settings.room_idle));
         let stop = CancellationToken::new();
-        let sweep_every = (settings.room_idle / 4).clamp(SWEEP_EVERY_MIN, SWEEP_EVERY_MAX);
-        tokio::spawn(ingest(Arc::downgrade(&rooms), feed, stop.clone()));
-        tokio::spawn(sweep(Arc::downgrade(&rooms), sweep_every, stop.clone()));
+        let resyncs = Arc::new(Resyncs::default());
+        tokio::spawn(ingest(
+            Arc::downgrade(&rooms),
+            feed,
+            Arc::clone(&resyncs),
+            stop.clone(),
+        ));
+        tokio::spawn(resync_rooms(Arc::downgrade(&rooms), resyncs, stop.clone()));
+        tokio::spawn(sweep(Arc::downgrade(&rooms), stop.clone()));
         Hub {
             rooms,
             _stop: Arc::new(StopOnDrop(stop)),
@@ -210,12 +219,17 @@ impl Hub {
 }
 
 /// The one task that takes the broker's feed, so each room's messages are
-/// appended in order by one writer. Re-syncs after a reconnect run in a
-/// task of their own (see [`resync_until_done`]), so live messages keep
-/// flowing meanwhile; appends check contiguity under the room's lock, so the
-/// two never deliver a message twice or out of order.
-async fn ingest(hub: Weak<Rooms>, mut feed: mpsc::Receiver<Feed>, stop: CancellationToken) {
-    let mut resync: Option<tokio::task::JoinHandle<()>> = None;
+/// appended in order by one writer. Rooms whose subscription (re)started
+/// are caught up from history by a task of their own ([`resync_rooms`]),
+/// so live messages keep flowing meanwhile; appends check contiguity under
+/// the room's lock, so the two never deliver a message twice or out of
+/// order.
+async fn ingest(
+    hub: Weak<Rooms>,
+    mut feed: mpsc::Receiver<Feed>,
+    resyncs: Arc<Resyncs>,
+    stop: CancellationToken,
+) {
     loop {
         let item = tokio::select! {
             item = feed.recv() => item,
@@ -229,36 +243,60 @@ async fn ingest(hub: Weak<Rooms>, mut feed: mpsc::Receiver<Feed>, stop: Cancella
                 inner.accept(message).await;
                 inner.enforce_budget();
             }
-            Feed::Resubscribed => {
-                // A newer reconnect makes an unfinished re-sync moot.
-                if let Some(previous) = resync.take() {
-                    previous.abort();
-                }
-                resync = Some(tokio::spawn(resync_until_done(
-                    Weak::clone(&hub),
-                    stop.clone(),
-                )));
-            }
+            Feed::Watching(room) => resyncs.request(room),
         }
-    }
-    if let Some(resync) = resync {
-        resync.abort();
     }
 }
 
-/// Re-syncs every room, retrying with backoff until all succeed (Redis may
-/// answer the subscription before it answers commands again).
-async fn resync_until_done(hub: Weak<Rooms>, stop: CancellationToken) {
+/// Rooms waiting to be caught up from history. A set, not a queue: a room
+/// asked for twice is caught up once, and its size follows the rooms held.
+#[derive(Debug, Default)]
+struct Resyncs {
+    /// A std mutex: inserts and a drain, never held across an await.
+    pending: Mutex<HashSet<RoomName>>,
+    wake: Notify,
+}
+
+impl Resyncs {
+    fn pending(&self) -> MutexGuard<'_, HashSet<RoomName>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn request(&self, room: RoomName) {
+        self.pending().insert(room);
+        self.wake.notify_one();
+    }
+}
+
+/// Catches up the rooms whose subscription (re)started, retrying with
+/// backoff those that fail (Redis may answer the subscription before it
+/// answers commands again).
+async fn resync_rooms(hub: Weak<Rooms>, resyncs: Arc<Resyncs>, stop: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
-        let Some(inner) = hub.upgrade() else { return };
-        if inner.resync().await {
-            return;
-        }
-        drop(inner);
         tokio::select! {
-            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = resyncs.wake.notified() => {}
             () = stop.cancelled() => return,
+        }
+        loop {
+            let rooms: Vec<RoomName> = resyncs.pending().drain().collect();
+            if rooms.is_empty() {
+                backoff.reset();
+                break;
+            }
+            let Some(inner) = hub.upgrade() else { return };
+            let failed = inner.resync(rooms).await;
+            drop(inner);
+            if failed.is_empty() {
+                continue;
+            }
+            resyncs.pending().extend(failed);
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = stop.cancelled() => return,
+            }
         }
     }
 }
@@ -277,9 +315,8 @@ fn release_freed_memory() {
 
 /// Drops rooms nobody uses, so memory follows the rooms in use rather than
 /// every room name ever asked for.
-async fn sweep(hub: Weak<Rooms>, every: Duration, stop: CancellationToken) {
-    let period = every;
-    let mut every = tokio::time::interval(period);
+async fn sweep(hub: Weak<Rooms>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -287,7 +324,8 @@ async fn sweep(hub: Weak<Rooms>, every: Duration, stop: CancellationToken) {
         }
         let Some(hub) = hub.upgrade() else { return };
         let held_before = hub.memory_used();
-        hub.retire_idle_rooms(period);
+        hub.unwatch_unused_rooms(UNWATCH_GRACE);
+        hub.retire_idle_rooms(SWEEP_EVERY);
         hub.enforce_budget();
         if hub.memory_used() + RELEASE_AFTER_FREEING < held_before {
             release_freed_memory();

@@ -113,6 +113,13 @@ struct RoomState {
     subscribers: Vec<Slot>,
     /// Bytes of the entries in `ring`.
     ring_bytes: usize,
+    /// Whether the broker was asked to let this instance hear the room's
+    /// live messages (false once no client here used it for a while).
+    watched: bool,
+    /// The ring may lack the newest messages: the room went unwatched, and
+    /// messages published meanwhile were not heard. The next client to use
+    /// it has it caught up from history first.
+    stale: bool,
     /// Set when the sweeper drops the room from the hub; whoever still holds
     /// it must look the room up again.
     retired: bool,
@@ -226,6 +233,8 @@ impl Room {
                 ring: VecDeque::new(),
                 subscribers: Vec::new(),
                 ring_bytes: 0,
+                watched: true,
+                stale: false,
                 retired: false,
                 last_used: Instant::now(),
             }),
@@ -397,9 +406,38 @@ impl Room {
         (!state.retired).then(|| self.last_id.subscribe())
     }
 
-    /// Notes that a client of this instance used the room.
-    pub(super) fn touch(&self) {
-        self.lock().last_used = Instant::now();
+    /// Notes that a client of this instance used the room; if the room went
+    /// unwatched while nobody used it, `watch` asks the broker again (under
+    /// the room's lock, so it cannot cross an unwatch).
+    pub(super) fn touch(&self, watch: impl FnOnce()) {
+        let mut state = self.lock();
+        state.last_used = Instant::now();
+        if !state.watched && !state.retired {
+            state.watched = true;
+            watch();
+        }
+    }
+
+    /// Whether the ring may lack the newest messages (see `stale`).
+    pub(super) fn is_stale(&self) -> bool {
+        self.lock().stale
+    }
+
+    /// The room was caught up from history after going stale.
+    pub(super) fn caught_up(&self) {
+        self.lock().stale = false;
+    }
+
+    /// Stops watching the room (`unwatch` tells the broker, under the
+    /// room's lock) if no client holds it and none used it for `grace`.
+    pub(super) fn unwatch_if_unused(&self, grace: Duration, unwatch: impl FnOnce()) {
+        let mut state = self.lock();
+        let unused = state.subscribers.is_empty() && self.last_id.receiver_count() == 0;
+        if state.watched && !state.retired && unused && state.last_used.elapsed() >= grace {
+            state.watched = false;
+            state.stale = true;
+            unwatch();
+        }
     }
 
     /// Whether no client holds the room now (no subscriber, no held poll),
@@ -413,7 +451,14 @@ impl Room {
     /// Retires the room if no client holds it and none used it for `idle`
     /// (or `force`, to stay within the memory budget), giving back its
     /// bytes. Called with the hub's room map locked, which removes it.
-    pub(super) fn retire_if_unused(&self, idle: Duration, force: bool, memory: &HubMemory) -> bool {
+    /// (`unwatch` tells the broker, if the room was still watched.)
+    pub(super) fn retire_if_unused(
+        &self,
+        idle: Duration,
+        force: bool,
+        memory: &HubMemory,
+        unwatch: impl FnOnce(),
+    ) -> bool {
         let mut state = self.lock();
         let unused = state.subscribers.is_empty() && self.last_id.receiver_count() == 0;
         if !state.retired && unused && (force || state.last_used.elapsed() >= idle) {
@@ -421,6 +466,9 @@ impl Room {
             memory.sub(state.ring_bytes + ROOM_OVERHEAD_BYTES);
             state.ring.clear();
             state.ring_bytes = 0;
+            if std::mem::replace(&mut state.watched, false) {
+                unwatch();
+            }
         }
         state.retired
     }

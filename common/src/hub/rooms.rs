@@ -125,9 +125,10 @@ impl Rooms {
         let mut rooms = self.map();
         let room = rooms.entry(name.clone()).or_insert_with(|| {
             self.policy.metrics.rooms.inc();
+            self.broker.watch(name);
             Arc::new(Room::new(name.clone(), &self.policy.memory))
         });
-        room.touch();
+        room.touch(|| self.broker.watch(name));
         Arc::clone(room)
     }
 
@@ -138,12 +139,17 @@ impl Rooms {
     }
 
     /// Makes sure the room knows its position, asking the broker if no
-    /// message has told it yet.
+    /// message has told it yet, and that its ring is current.
     pub(super) async fn sync(&self, room: &Room) -> Result<(), BrokerError> {
         if !room.is_synced() {
             let floor = self.remembered_floor(&room.name);
             let sequence = self.broker.sequence(&room.name, floor).await?;
             room.sync_to(sequence.current);
+        } else if room.is_stale() {
+            // Back in use after going unwatched: what was published
+            // meanwhile comes from history before anyone reads the ring.
+            self.resync_room(room).await?;
+            room.caught_up();
         }
         Ok(())
     }
@@ -336,25 +342,30 @@ impl Rooms {
         }
     }
 
-    /// After a (re)subscription: for every room held, raise the broker's
-    /// sequence back to what this instance has seen (Redis may have lost
-    /// it) and fetch what pub/sub missed while it was down.
-    /// Returns whether every room was re-synced.
-    pub(super) async fn resync(&self) -> bool {
-        let rooms: Vec<Arc<Room>> = self.map().values().cloned().collect();
-        let failures = std::sync::atomic::AtomicUsize::new(0);
-        futures_util::stream::iter(rooms)
-            .for_each_concurrent(RESYNC_CONCURRENCY, |room| {
-                let failures = &failures;
+    /// After rooms' subscriptions (re)started: for each room held, raise the
+    /// broker's sequence back to what this instance has seen (Redis may have
+    /// lost it) and fetch what pub/sub missed. Returns the rooms whose
+    /// re-sync failed, to try again.
+    pub(super) async fn resync(&self, names: Vec<RoomName>) -> Vec<RoomName> {
+        let failed = Mutex::new(Vec::new());
+        futures_util::stream::iter(names)
+            .for_each_concurrent(RESYNC_CONCURRENCY, |name| {
+                let failed = &failed;
                 async move {
+                    let Some(room) = self.get(&name) else { return };
                     if let Err(err) = self.resync_room(&room).await {
-                        log::warn!("room {}: re-sync failed, will retry: {err}", room.name);
-                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        log::warn!("room {name}: re-sync failed, will retry: {err}");
+                        failed
+                            .lock()
+                            .unwrap_or_else(|poison| poison.into_inner())
+                            .push(name);
                     }
                 }
             })
             .await;
-        failures.into_inner() == 0
+        failed
+            .into_inner()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     async fn resync_room(&self, room: &Room) -> Result<(), BrokerError> {
@@ -390,7 +401,22 @@ impl Rooms {
     /// each within the idle time), remembering their last ids.
     pub(super) fn retire_idle_rooms(&self, earlier: Duration) {
         let idle = self.room_idle.saturating_sub(earlier);
-        self.retire(|room| room.retire_if_unused(idle, false, &self.policy.memory));
+        self.retire(|room| {
+            room.retire_if_unused(idle, false, &self.policy.memory, || {
+                self.broker.unwatch(&room.name);
+            })
+        });
+    }
+
+    /// Stops hearing the rooms no client here used for `grace`: an instance
+    /// spends nothing on a room's messages once its clients are gone. The
+    /// rooms stay in memory (until `ROOM_IDLE_SECS`) and are caught up from
+    /// history if a client comes back.
+    pub(super) fn unwatch_unused_rooms(&self, grace: Duration) {
+        let rooms: Vec<Arc<Room>> = self.map().values().cloned().collect();
+        for room in rooms {
+            room.unwatch_if_unused(grace, || self.broker.unwatch(&room.name));
+        }
     }
 
     fn retire(&self, mut retire: impl FnMut(&Room) -> bool) {
@@ -438,7 +464,9 @@ impl Rooms {
         let mut evicted = 0;
         self.retire(|room| {
             let gone = victims.contains(&std::ptr::from_ref(room))
-                && room.retire_if_unused(Duration::ZERO, true, memory);
+                && room.retire_if_unused(Duration::ZERO, true, memory, || {
+                    self.broker.unwatch(&room.name);
+                });
             evicted += u64::from(gone);
             gone
         });

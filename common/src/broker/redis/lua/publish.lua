@@ -2,10 +2,12 @@
 -- expiry, pub/sub.
 -- KEYS: [1] sequence, [2] history, [3] the idempotency key's record (only
 --       when the publish carries a key).
--- ARGV: [1] channel, [2] floor (no id at or below it is handed out),
---       [3] history length kept, [4] room, [5] author, [6] text, [7] via,
---       [8] seconds the room's keys live after its last message,
---       [9] seconds an idempotency key is remembered.
+-- ARGV: [1] the room's live channel, [2] floor (no id at or below it is
+--       handed out), [3] history length kept, [4] room, [5] author,
+--       [6] text, [7] via, [8] seconds the room's keys live after its last
+--       message, [9] seconds an idempotency key is remembered, [10] how to
+--       publish: PUBLISH on one Redis, SPUBLISH (sharded, within the room's
+--       shard) on a cluster.
 -- Returns {0, id, ts, ''} for a new message (the rest of it is what the
 -- caller sent), or {1, 0, 0, <the first message's JSON>} when the key was used
 -- already and nothing new was stored.
@@ -31,5 +33,5 @@ local message = cjson.encode({
   id = id, room = ARGV[4], author = ARGV[5], message = ARGV[6], ts = ts, via = ARGV[7]
 })
 if KEYS[3] then redis.call('SET', KEYS[3], message, 'EX', ARGV[9]) end
-redis.call('PUBLISH', ARGV[1], message)
+redis.call(ARGV[10], ARGV[1], message)
 return {0, id, ts, ''}
