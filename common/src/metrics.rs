@@ -137,6 +137,10 @@ impl Metrics {
                     "rooms_evicted_total",
                     "Unused rooms freed before their idle time to stay within HUB_MEMORY_MB",
                 ),
+                received: counter(
+                    "messages_received_total",
+                    "Live messages this instance heard from the broker (rooms it subscribes to)",
+                ),
             },
             registry,
         }

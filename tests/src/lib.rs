@@ -13,6 +13,7 @@ pub mod longpoll;
 pub mod process;
 pub mod raw;
 pub mod redis;
+pub mod redis_cluster;
 pub mod scenario;
 pub mod sse;
 pub mod subscriber;

@@ -59,9 +59,15 @@ impl RedisServer {
 
     /// Runs one command with `redis-cli`-like simplicity over RESP.
     pub async fn command(&self, args: &[&str]) -> String {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .expect("connect to Redis");
+        Self::command_on(self.port, args).await
+    }
+
+    /// Runs one command on the Redis at 127.0.0.1:`port`; the raw reply,
+    /// empty if nothing answers there.
+    pub async fn command_on(port: u16, args: &[&str]) -> String {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+            return String::new();
+        };
         let mut request = format!("*{}\r\n", args.len());
         for arg in args {
             request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
@@ -70,9 +76,15 @@ impl RedisServer {
             .write_all(request.as_bytes())
             .await
             .expect("write to Redis");
+        let mut reply = Vec::new();
         let mut buffer = vec![0u8; 64 * 1024];
-        let read = stream.read(&mut buffer).await.expect("read from Redis");
-        String::from_utf8_lossy(&buffer[..read]).into_owned()
+        while resp_end(&reply, 0).is_none() {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => reply.extend_from_slice(&buffer[..read]),
+            }
+        }
+        String::from_utf8_lossy(&reply).into_owned()
     }
 
     async fn spawn(&mut self) -> bool {
@@ -126,6 +138,32 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Where the RESP value starting at `at` ends, if `reply` holds all of it.
+fn resp_end(reply: &[u8], at: usize) -> Option<usize> {
+    let line_end = at + reply.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+    let header = std::str::from_utf8(reply.get(at + 1..line_end)?).ok()?;
+    let after_line = line_end + 2;
+    match reply.get(at)? {
+        b'$' => {
+            let length: i64 = header.parse().ok()?;
+            if length < 0 {
+                return Some(after_line);
+            }
+            let end = after_line + usize::try_from(length).ok()? + 2;
+            (reply.len() >= end).then_some(end)
+        }
+        b'*' => {
+            let count: i64 = header.parse().ok()?;
+            let mut end = after_line;
+            for _ in 0..count.max(0) {
+                end = resp_end(reply, end)?;
+            }
+            Some(end)
+        }
+        _ => Some(after_line),
     }
 }
 

@@ -42,6 +42,11 @@ impl Interest {
         }
     }
 
+    /// Wakes the task as a change would, to compare again.
+    pub fn nudge(&self) {
+        self.changed.notify_one();
+    }
+
     /// The rooms wanted now.
     pub fn snapshot(&self) -> HashSet<RoomName> {
         self.wanted().clone()

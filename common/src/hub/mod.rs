@@ -240,6 +240,7 @@ async fn ingest(
         };
         match item {
             Feed::Message(message) => {
+                inner.policy.metrics.received.inc();
                 inner.accept(message).await;
                 inner.enforce_budget();
             }
@@ -389,6 +390,7 @@ mod tests {
                 rooms: IntGauge::new("rooms", "test").expect("a gauge"),
                 memory_bytes: IntGauge::new("bytes", "test").expect("a gauge"),
                 rooms_evicted: counter("evicted"),
+                received: counter("received"),
             },
         )
     }

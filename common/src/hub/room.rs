@@ -41,6 +41,8 @@ pub struct HubMetrics {
     pub memory_bytes: IntGauge,
     /// Rooms dropped before their idle time to stay within the budget.
     pub rooms_evicted: IntCounter,
+    /// Live messages heard from the broker (of the rooms subscribed to).
+    pub received: IntCounter,
 }
 
 /// What a room costs besides its messages: its state, its name, its place in

@@ -306,18 +306,17 @@ impl Listener {
             let step = tokio::select! {
                 push = pushes.receiver.recv() => match push {
                     Some(_) if pushes.overflowed() => Err(Lost::FeedFull),
-                    Some(push) => self.on_push(push).await,
+                    Some(push) => self.on_push(push, &mut subscribed).await,
                     None => Err(Lost::HubGone),
                 },
                 () = self.interest.changed() => {
-                    self.reconcile_cluster(&mut connection, &mut subscribed).await;
-                    Ok(())
+                    self.reconcile_cluster(&mut connection, &mut subscribed).await
                 }
                 _ = tick.tick() => {
                     self.check_cluster(&mut connection).await;
-                    // Subscriptions that failed (a shard down) are retried.
-                    self.reconcile_cluster(&mut connection, &mut subscribed).await;
-                    Ok(())
+                    // Subscriptions that failed (a shard down, a failover
+                    // under way) are retried.
+                    self.reconcile_cluster(&mut connection, &mut subscribed).await
                 }
                 () = self.feed.closed() => Err(Lost::HubGone),
             };
@@ -325,28 +324,33 @@ impl Listener {
                 Ok(()) => {}
                 Err(Lost::HubGone) => return,
                 Err(lost) => {
-                    // The hub did not keep up: start every room's
-                    // subscription over, which catches each up from history.
-                    log::warn!("cluster subscription dropped ({lost:?}); subscribing again");
+                    // A node's connection dropped (its subscriptions with
+                    // it), or the hub did not keep up: subscribe to every
+                    // room again, which catches each up from history.
+                    log::warn!("cluster subscriptions lost ({lost:?}); subscribing again");
                     self.metrics.reconnects.inc();
-                    let rooms: Vec<RoomName> = subscribed.drain().collect();
-                    let channels: Vec<String> =
-                        rooms.iter().map(|r| self.keys.channel(r)).collect();
-                    for channel in channels {
-                        let _ = connection.sunsubscribe(channel).await;
-                    }
-                    self.reconcile_cluster(&mut connection, &mut subscribed)
+                    subscribed.clear();
+                    self.count(&subscribed);
+                    let _ = self
+                        .reconcile_cluster(&mut connection, &mut subscribed)
                         .await;
                 }
             }
         }
     }
 
-    async fn on_push(&self, push: PushInfo) -> Result<(), Lost> {
+    async fn on_push(
+        &self,
+        push: PushInfo,
+        subscribed: &mut HashSet<RoomName>,
+    ) -> Result<(), Lost> {
         let text = |value: Option<&Value>| match value {
             Some(Value::BulkString(bytes)) => Some(bytes.clone()),
             Some(Value::SimpleString(text)) => Some(text.clone().into_bytes()),
             _ => None,
+        };
+        let room_of = |value: Option<&Value>| {
+            text(value).and_then(|channel| self.keys.room_of(&String::from_utf8_lossy(&channel)))
         };
         match push.kind {
             PushKind::SMessage | PushKind::Message => {
@@ -358,30 +362,38 @@ impl Listener {
                 self.deliver(&String::from_utf8_lossy(&channel), &payload)
                     .await
             }
-            // A room's subscription (re)started: at first, and again after a
-            // failover or a slot move, when the cluster connection
-            // subscribes again by itself.
-            PushKind::SSubscribe => {
-                let room = text(push.data.first())
-                    .and_then(|channel| self.keys.room_of(&String::from_utf8_lossy(&channel)));
-                match room {
-                    Some(room) => self.send(Feed::Watching(room)).await,
-                    None => Ok(()),
+            // A room's subscription (re)started: at first, and again when
+            // the cluster connection subscribes again by itself.
+            PushKind::SSubscribe => match room_of(push.data.first()) {
+                Some(room) => self.send(Feed::Watching(room)).await,
+                None => Ok(()),
+            },
+            // The server dropped a room's subscription (its slot moved):
+            // subscribe again, on the shard that has it now.
+            PushKind::SUnsubscribe => {
+                if let Some(room) = room_of(push.data.first()) {
+                    if self.interest.snapshot().contains(&room) {
+                        subscribed.remove(&room);
+                        self.interest_changed();
+                    }
                 }
-            }
-            PushKind::Disconnection => {
-                log::debug!("a cluster node connection dropped; it reconnects by itself");
                 Ok(())
             }
+            PushKind::Disconnection => Err(Lost::Closed),
             _ => Ok(()),
         }
+    }
+
+    /// Makes the task reconcile at its next turn.
+    fn interest_changed(&self) {
+        self.interest.nudge();
     }
 
     async fn reconcile_cluster(
         &self,
         connection: &mut ClusterConnection,
         subscribed: &mut HashSet<RoomName>,
-    ) {
+    ) -> Result<(), Lost> {
         let (start, stop) = self.difference(subscribed);
         // One room per command: a sharded subscription names channels of
         // one slot.
@@ -389,8 +401,9 @@ impl Listener {
             let subscribing = connection.ssubscribe(self.keys.channel(&room));
             match tokio::time::timeout(PING_TIMEOUT, subscribing).await {
                 Ok(Ok(())) => {
-                    subscribed.insert(room);
+                    subscribed.insert(room.clone());
                     self.metrics.subscribes.inc();
+                    self.send(Feed::Watching(room)).await?;
                 }
                 Ok(Err(err)) => {
                     log::debug!("cannot subscribe to room {room} yet: {err}");
@@ -407,6 +420,7 @@ impl Listener {
             }
         }
         self.count(subscribed);
+        Ok(())
     }
 
     /// Whether the cluster answers, for readiness.
