@@ -523,3 +523,90 @@ async fn the_demo_page_sends_and_receives_over_every_transport() {
     );
     browser.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_sends_its_token_and_says_when_it_is_refused_or_expired() {
+    use chat_tests::token::{Algorithm, SECRET, Token};
+    let cluster = Cluster::start(1, &[("JWT_SECRET", SECRET.to_owned())]).await;
+    let gateway = Gateway::start(&cluster).await;
+    let browser = Browser::start_on(&gateway.url("/")).await;
+    let auth = "document.getElementById('status').dataset.auth";
+    let set_token = "const field = document.getElementById('token'); \
+                     field.value = arguments[0]; field.dispatchEvent(new Event('change'));";
+    let choose = |transport: &str| {
+        format!("document.getElementById('transport-{transport}').click(); return true;")
+    };
+    let live = "document.getElementById('status').className === 'live'";
+
+    // Auth is on and the page has no token: it says one is needed.
+    browser
+        .wait_for(&format!("{auth} === 'missing'"), WAIT)
+        .await;
+
+    // With a token, every transport works, and the token's name is the
+    // author whatever the Name field says.
+    browser
+        .run("document.getElementById('author').value = 'someone else'; return true;")
+        .await;
+    let good = Token::for_user("u-7")
+        .name("Chromium")
+        .rooms(&["general"])
+        .hs256();
+    browser.run_with(set_token, json!(good)).await;
+    for (n, transport) in ["longpoll", "sse", "ws"].into_iter().enumerate() {
+        browser.run(&choose(transport)).await;
+        browser.wait_for(live, WAIT).await;
+        browser
+            .run_with(
+                "document.getElementById('message-input').value = arguments[0]; \
+                 document.getElementById('composer').requestSubmit(); return true;",
+                json!(format!("with a token over {transport}")),
+            )
+            .await;
+        browser
+            .wait_for(
+                &format!(
+                    "document.querySelectorAll('#messages li[data-id]').length === {}",
+                    n + 1
+                ),
+                WAIT,
+            )
+            .await;
+    }
+    let authors = browser
+        .run("return Array.from(document.querySelectorAll('#messages li .author')).map((e) => e.textContent);")
+        .await;
+    assert_eq!(authors, json!(["Chromium", "Chromium", "Chromium"]));
+
+    // A token that expires while the page streams: the page says so.
+    browser.run(&choose("sse")).await;
+    let short = Token::for_user("u-7").expires_in(3).hs256();
+    browser.run_with(set_token, json!(short)).await;
+    browser.wait_for(live, WAIT).await;
+    browser
+        .wait_for(&format!("{auth} === 'expired'"), WAIT)
+        .await;
+
+    // A forged token, over WebSocket (whose refusal the page cannot read:
+    // it asks), and a token for other rooms, over long polling.
+    browser.run(&choose("ws")).await;
+    let forged = Token::for_user("u-7").signed(Algorithm::HS256, b"not the services' secret");
+    browser.run_with(set_token, json!(forged)).await;
+    browser
+        .wait_for(&format!("{auth} === 'refused'"), WAIT)
+        .await;
+    let text = browser
+        .run("return document.getElementById('status').textContent;")
+        .await;
+    assert!(
+        text.as_str().is_some_and(|t| t.contains("Token refused")),
+        "{text}"
+    );
+    browser.run(&choose("longpoll")).await;
+    let elsewhere = Token::for_user("u-7").rooms(&["elsewhere"]).hs256();
+    browser.run_with(set_token, json!(elsewhere)).await;
+    browser
+        .wait_for(&format!("{auth} === 'forbidden'"), WAIT)
+        .await;
+    browser.quit().await;
+}
