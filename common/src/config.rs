@@ -281,9 +281,16 @@ fn auth_settings(env: &Env<'_>) -> Result<AuthSettings, ConfigError> {
             }
         }
     }
+    let api_key = env.get("PUBLISH_API_KEY");
+    if key.is_none() && api_key.is_some() {
+        log::warn!(
+            "PUBLISH_API_KEY is set but auth is off (no JWT_SECRET or JWT_PUBLIC_KEY_FILE): \
+             anyone may publish anyway, and the key is not checked"
+        );
+    }
     Ok(AuthSettings {
         verifier: key.map(|key| Verifier::new(key, issuer.as_deref(), audience.as_deref())),
-        api_key: env.get("PUBLISH_API_KEY").map(|key| ApiKey::new(&key)),
+        api_key: api_key.map(|key| ApiKey::new(&key)),
     })
 }
 

@@ -68,7 +68,7 @@ impl Token {
     }
 
     pub fn audience(mut self, aud: &str) -> Self {
-        self.0.aud = Some(aud.to_owned());
+        self.0.aud = Some(aud.into());
         self
     }
 

@@ -127,7 +127,8 @@ impl FromRequest for Caller {
 }
 
 /// The token of `Authorization: Bearer <token>`, or else of `?token=`.
-/// Another kind of `Authorization` is refused rather than ignored.
+/// Another kind of `Authorization` is refused rather than ignored; an
+/// empty token counts as none.
 fn bearer_token(request: &HttpRequest) -> Result<Option<String>, ApiError> {
     if let Some(header) = request
         .headers()
@@ -136,7 +137,7 @@ fn bearer_token(request: &HttpRequest) -> Result<Option<String>, ApiError> {
         let header = header.to_str().unwrap_or_default();
         return match header.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-                Ok(Some(token.trim().to_owned()))
+                Ok(Some(token.trim().to_owned()).filter(|token| !token.is_empty()))
             }
             _ => Err(ApiError::Unauthorized(
                 "Authorization must be `Bearer <token>`".into(),
@@ -146,5 +147,8 @@ fn bearer_token(request: &HttpRequest) -> Result<Option<String>, ApiError> {
     let query =
         web::Query::<std::collections::HashMap<String, String>>::from_query(request.query_string())
             .map_err(|err| ApiError::BadQuery(err.to_string()))?;
-    Ok(query.get("token").cloned())
+    Ok(query
+        .get("token")
+        .map(|token| token.trim().to_owned())
+        .filter(|token| !token.is_empty()))
 }

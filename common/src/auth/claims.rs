@@ -15,10 +15,18 @@ pub struct Claims {
     /// The user id, 1-64 characters: the client, for per-client limits.
     pub sub: String,
     /// Expiry, seconds since the epoch; honoured when present.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "numeric_date"
+    )]
     pub exp: Option<u64>,
     /// Not before, seconds since the epoch; honoured when present.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "numeric_date"
+    )]
     pub nbf: Option<u64>,
     /// The display name its messages carry; `sub` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -31,8 +39,42 @@ pub struct Claims {
     pub read: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// One audience, or several (RFC 7519 allows both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+}
+
+/// A token's `aud`: a string or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<&str> for Audience {
+    fn from(audience: &str) -> Self {
+        Audience::One(audience.to_owned())
+    }
+}
+
+/// A NumericDate (RFC 7519): seconds since the epoch, possibly with a
+/// fraction, which is dropped.
+fn numeric_date<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    let seconds = Option::<f64>::deserialize(deserializer)?;
+    seconds
+        .map(|seconds| {
+            if seconds.is_finite() && seconds >= 0.0 {
+                // Dates fit in u64 seconds for billions of years.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Ok(seconds as u64)
+            } else {
+                Err(serde::de::Error::custom("a date must be a positive number"))
+            }
+        })
+        .transpose()
 }
 
 /// A room pattern: a room name, a prefix ending in `*` (`team-*`), or `*`.
@@ -208,6 +250,24 @@ mod tests {
         .expect("valid");
         assert_eq!(named.author.as_str(), "Alice");
         assert_eq!(grant(None, None).author.as_str(), "alice");
+    }
+
+    #[test]
+    fn an_audience_may_be_one_string_or_several_and_dates_may_have_fractions() {
+        let claims: Claims = serde_json::from_str(
+            r#"{"sub":"a","aud":["chat","other"],"exp":1764000000.5,"nbf":1764000000}"#,
+        )
+        .expect("valid claims");
+        assert_eq!(
+            claims.aud,
+            Some(Audience::Many(vec!["chat".into(), "other".into()]))
+        );
+        assert_eq!(
+            (claims.exp, claims.nbf),
+            (Some(1_764_000_000), Some(1_764_000_000))
+        );
+        let one: Claims = serde_json::from_str(r#"{"sub":"a","aud":"chat"}"#).expect("valid");
+        assert_eq!(one.aud, Some(Audience::One("chat".into())));
     }
 
     #[test]

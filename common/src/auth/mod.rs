@@ -13,15 +13,17 @@ mod caller;
 pub mod claims;
 pub mod token;
 
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub use self::caller::{Access, Caller};
-pub use self::claims::{Claims, Grant, RoomPattern};
+pub use self::claims::{Audience, Claims, Grant, RoomPattern};
 pub use self::token::{Refused, TokenKey, Verifier};
 
-/// The shared key backends publish with (`PUBLISH_API_KEY`).
+/// The shared key backends publish with (`PUBLISH_API_KEY`), kept as its
+/// SHA-256 digest.
 #[derive(Clone)]
-pub struct ApiKey(Vec<u8>);
+pub struct ApiKey([u8; 32]);
 
 impl std::fmt::Debug for ApiKey {
     // Never print the key.
@@ -32,13 +34,14 @@ impl std::fmt::Debug for ApiKey {
 
 impl ApiKey {
     pub fn new(key: &str) -> Self {
-        ApiKey(key.as_bytes().to_vec())
+        ApiKey(Sha256::digest(key.as_bytes()).into())
     }
 
-    /// Compares in constant time, so the time an answer takes tells nothing
-    /// about how much of a guess was right.
+    /// Compares digests in constant time, so the time an answer takes tells
+    /// nothing about how much of a guess was right, nor how long the key is.
     pub fn matches(&self, presented: &[u8]) -> bool {
-        self.0.ct_eq(presented).into()
+        let presented: [u8; 32] = Sha256::digest(presented).into();
+        self.0.ct_eq(&presented).into()
     }
 }
 

@@ -235,7 +235,7 @@ mod tests {
         let token = |iss: Option<&str>, aud: Option<&str>| {
             let claims = Claims {
                 iss: iss.map(str::to_owned),
-                aud: aud.map(str::to_owned),
+                aud: aud.map(Into::into),
                 ..claims()
             };
             sign(&claims, Algorithm::HS256, SECRET).expect("signed")

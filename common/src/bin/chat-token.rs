@@ -77,7 +77,7 @@ fn main() -> ExitCode {
         rooms: cli.rooms,
         read: cli.read,
         iss: cli.iss,
-        aud: cli.aud,
+        aud: cli.aud.as_deref().map(Into::into),
     };
     let signed = match (&cli.secret, &cli.private_key_file) {
         (_, Some(path)) => match std::fs::read(path) {

@@ -15,6 +15,7 @@ pub fn cors(origins: &AllowedOrigins) -> Cors {
         .expose_headers([
             header::RETRY_AFTER,
             header::ALLOW,
+            header::WWW_AUTHENTICATE,
             header::HeaderName::from_static(super::REPLAYED),
         ])
         .max_age(PREFLIGHT_MAX_AGE_SECS);

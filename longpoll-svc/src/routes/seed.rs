@@ -8,6 +8,7 @@
 //! and the client (which retries on any error after 500 ms) polls again.
 
 use std::sync::LazyLock;
+use std::time::SystemTime;
 
 use actix_web::{HttpResponse, web};
 use common::auth::Caller;
@@ -47,6 +48,11 @@ pub(super) async fn get_messages(
                 return Ok(HttpResponse::Ok()
                     .insert_header(("Cache-Control", "no-store"))
                     .json(entry.json()));
+            }
+            // At the token's expiry, not the hold time: say so, so the
+            // client gets a fresh token rather than polling again.
+            Waited::TimedOut if caller.expires().is_some_and(|at| at <= SystemTime::now()) => {
+                return Err(ApiError::Unauthorized("the token has expired".into()));
             }
             Waited::TimedOut => return Err(ApiError::PollTimeout(hold)),
             Waited::ShuttingDown => return Err(ApiError::ShuttingDown),

@@ -1,9 +1,11 @@
 //! `GET /rooms/{room}/ws?after=`: the WebSocket upgrade.
 //!
 //! Everything that can be refused is checked before upgrading, so a refusal
-//! is a plain HTTP answer with a JSON body: no upgrade asked for (426), a
-//! foreign `Origin` (403), a bad room (404), cursor or handshake (400), a
-//! broker that cannot tell where the room stands (503).
+//! is a plain HTTP answer with a JSON body, in this order: a bad room (404),
+//! no upgrade asked for (426), a foreign `Origin` (403), no valid token
+//! (401) or a room the token does not allow (403 `forbidden_room`), a bad
+//! cursor (400), too many connections (429 / 503), a broker that cannot
+//! tell where the room stands (503), a malformed handshake (400).
 
 use actix_web::FromRequest;
 use actix_web::http::header;
@@ -21,7 +23,6 @@ pub(super) async fn upgrade(
     state: web::Data<AppState>,
     settings: web::Data<WsSettings>,
     RoomPath(room): RoomPath,
-    caller: Caller,
     request: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -29,6 +30,7 @@ pub(super) async fn upgrade(
         return Err(ApiError::UpgradeRequired);
     }
     check_origin(&request, &state.config.allowed_origins)?;
+    let caller = Caller::extract(&request).await?;
     let Cursor(after) = Cursor::extract(&request).await?;
     if state.is_shutting_down() {
         return Err(ApiError::ShuttingDown);
