@@ -1,22 +1,35 @@
 //! A Rust client of the chat: publish, read history, and subscribe to a
 //! room over HTTP long polling, Server-Sent Events or WebSocket.
 //!
-//! This first part is the client's vocabulary, which needs no network:
-//! - [`transport`]: the three transports;
-//! - [`key`]: idempotency keys, which make a publish safe to retry;
-//! - [`backoff`]: how long to wait before trying again;
-//! - [`payload`]: how a received message is handed over.
+//! - [`client`]: the [`Client`] and its builder (bases, credentials,
+//!   timeouts, backoff);
+//! - [`publish`]: publishing over HTTP, with an idempotency key and safe
+//!   retries; [`read`]: history and long polls;
+//! - [`payload`]: how messages are handed over; [`key`]: idempotency keys;
+//!   [`backoff`]: backoff settings; [`transport`]: the three transports;
+//!   [`error`]: what can go wrong.
 //!
 //! The protocol's types come from the [`wire`] crate, re-exported here.
 
 pub mod backoff;
+pub mod client;
+pub mod error;
+mod http;
 pub mod key;
 pub mod payload;
+pub mod publish;
+pub mod read;
 pub mod transport;
+mod url;
 
+pub use reqwest::Url;
 pub use wire::{self, ErrorBody, ErrorCode, Gap, Message, RoomName};
 
 pub use crate::backoff::{Backoff, Retry};
+pub use crate::client::{Client, ClientBuilder};
+pub use crate::error::{ApiError, BuildError, Error};
 pub use crate::key::{IdempotencyKey, InvalidKey};
 pub use crate::payload::{Payload, RawMessage};
+pub use crate::publish::{Publish, Published};
+pub use crate::read::{History, Poll};
 pub use crate::transport::{Transport, UnknownTransport};
