@@ -49,6 +49,7 @@ struct Credentials {
 pub(crate) struct Settings {
     pub(crate) request_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) attempts: u32,
     pub(crate) retry_rate_limited: bool,
@@ -59,6 +60,9 @@ impl Default for Settings {
         Settings {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            // Servers send a keep-alive every 15 s by default (SSE comment,
+            // WebSocket ping): four missed in a row is a dead connection.
+            idle_timeout: Duration::from_secs(60),
             backoff: Backoff::default(),
             attempts: 8,
             retry_rate_limited: false,
@@ -97,6 +101,11 @@ impl Client {
 
     pub(crate) fn settings(&self) -> &Settings {
         &self.inner.settings
+    }
+
+    /// The bearer token, for the query of stream URLs.
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.inner.credentials.token.as_deref()
     }
 
     /// The base at `index`, counting round the list.
@@ -197,6 +206,15 @@ impl ClientBuilder {
     /// connect and upgrade together (default 5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// How long an open event stream or WebSocket may stay silent before
+    /// it counts as dead (default 60 s; noticed within twice this). Servers
+    /// send keep-alives every `HEARTBEAT_SECS` (15 s by default), so only a
+    /// dead connection is this quiet.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.idle_timeout = timeout;
         self
     }
 

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use reqwest::Url;
+use tokio_tungstenite::tungstenite;
 use wire::{ErrorBody, ErrorCode};
 
 /// A failed call of this library. More kinds may come (hence
@@ -25,6 +26,13 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// A WebSocket could not be opened, or broke.
+    #[error("{base}: WebSocket: {source}")]
+    WebSocket {
+        base: Url,
+        #[source]
+        source: Box<tungstenite::Error>,
+    },
     /// Nothing came from the server within the time allowed.
     #[error("{base}: nothing within {after:?}")]
     Timeout { base: Url, after: Duration },
@@ -32,6 +40,19 @@ pub enum Error {
     /// not the documented JSON, a frame of no known type).
     #[error("{base}: unexpected answer: {detail}")]
     Protocol { base: Url, detail: String },
+    /// The server refused a WebSocket frame of ours with an `error` frame;
+    /// the connection stays open.
+    #[error("refused: {} ({})", .0.error, .0.detail)]
+    Rejected(ErrorBody),
+    /// The WebSocket was closed (by the server with this code and reason,
+    /// or by us).
+    #[error("connection closed ({code}: {reason})")]
+    Closed { code: u16, reason: String },
+    /// More than this many events arrived while waiting for the answer to a
+    /// frame: they are kept for `next_event`, but waiting on would hold an
+    /// unbounded number of them.
+    #[error("more than {0} events arrived while waiting for an answer")]
+    Backlog(usize),
 }
 
 impl Error {

@@ -5,6 +5,8 @@
 //!   timeouts, backoff);
 //! - [`publish`]: publishing over HTTP, with an idempotency key and safe
 //!   retries; [`read`]: history and long polls;
+//! - [`sse`], [`ws`]: single connections, for tests of a server and for
+//!   programs that manage connections themselves;
 //! - [`payload`]: how messages are handed over; [`key`]: idempotency keys;
 //!   [`backoff`]: backoff settings; [`transport`]: the three transports;
 //!   [`error`]: what can go wrong.
@@ -15,12 +17,15 @@ pub mod backoff;
 pub mod client;
 pub mod error;
 mod http;
+mod idle;
 pub mod key;
 pub mod payload;
 pub mod publish;
 pub mod read;
+pub mod sse;
 pub mod transport;
 mod url;
+pub mod ws;
 
 pub use reqwest::Url;
 pub use wire::{self, ErrorBody, ErrorCode, Gap, Message, RoomName};
@@ -32,4 +37,6 @@ pub use crate::key::{IdempotencyKey, InvalidKey};
 pub use crate::payload::{Payload, RawMessage};
 pub use crate::publish::{Publish, Published};
 pub use crate::read::{History, Poll};
+pub use crate::sse::{Resume, SseConnection, SseEvent};
 pub use crate::transport::{Transport, UnknownTransport};
+pub use crate::ws::{Ack, WsConnection, WsEvent};

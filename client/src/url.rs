@@ -80,6 +80,52 @@ pub(crate) fn poll(base: &Url, room: &RoomName, after: Option<u64>, timeout: Dur
     url
 }
 
+/// The event stream's URL; `resume` is the query's cursor parameter
+/// (`after` or `last_event_id`) if any. The token goes in the query, as a
+/// browser's `EventSource` must send it.
+pub(crate) fn events(
+    base: &Url,
+    room: &RoomName,
+    resume: Option<(&str, u64)>,
+    token: Option<&str>,
+) -> Url {
+    let mut url = room_route(base, room, "events");
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some((name, id)) = resume {
+            query.append_pair(name, &id.to_string());
+        }
+        if let Some(token) = token {
+            query.append_pair("token", token);
+        }
+    }
+    drop_empty_query(url)
+}
+
+/// The WebSocket's URL (`ws://`, or `wss://` for an `https://` base).
+pub(crate) fn websocket(
+    base: &Url,
+    room: &RoomName,
+    after: Option<u64>,
+    token: Option<&str>,
+) -> Url {
+    let mut url = room_route(base, room, "ws");
+    let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+    // http -> ws and https -> wss are changes between special schemes,
+    // which `Url` allows.
+    let _ = url.set_scheme(scheme);
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(after) = after {
+            query.append_pair("after", &after.to_string());
+        }
+        if let Some(token) = token {
+            query.append_pair("token", token);
+        }
+    }
+    drop_empty_query(url)
+}
+
 /// `query_pairs_mut` leaves a bare `?` when nothing was appended.
 fn drop_empty_query(mut url: Url) -> Url {
     if url.query() == Some("") {
@@ -140,6 +186,42 @@ mod tests {
         );
         let url = poll(&base("http://h"), &room(), None, Duration::from_secs(25));
         assert_eq!(url.as_str(), "http://h/rooms/general/poll?timeout=25");
+    }
+
+    #[test]
+    fn the_token_goes_in_the_query_of_streams_encoded() {
+        let url = events(
+            &base("http://h"),
+            &room(),
+            Some(("after", 3)),
+            Some("a.b+c/d"),
+        );
+        assert_eq!(
+            url.as_str(),
+            "http://h/rooms/general/events?after=3&token=a.b%2Bc%2Fd"
+        );
+        let url = websocket(&base("http://h"), &room(), None, Some("t"));
+        assert_eq!(url.as_str(), "ws://h/rooms/general/ws?token=t");
+    }
+
+    #[test]
+    fn a_stream_without_parameters_has_no_query() {
+        assert_eq!(
+            events(&base("http://h"), &room(), None, None).as_str(),
+            "http://h/rooms/general/events"
+        );
+    }
+
+    #[test]
+    fn websockets_use_ws_or_wss_by_the_base_scheme() {
+        assert_eq!(
+            websocket(&base("http://h:1"), &room(), Some(0), None).as_str(),
+            "ws://h:1/rooms/general/ws?after=0"
+        );
+        assert_eq!(
+            websocket(&base("https://h"), &room(), None, None).as_str(),
+            "wss://h/rooms/general/ws"
+        );
     }
 
     #[test]
