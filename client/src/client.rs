@@ -49,6 +49,7 @@ struct Credentials {
 pub(crate) struct Settings {
     pub(crate) request_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    pub(crate) poll_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) attempts: u32,
@@ -60,6 +61,7 @@ impl Default for Settings {
         Settings {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            poll_timeout: Duration::from_secs(25),
             // Servers send a keep-alive every 15 s by default (SSE comment,
             // WebSocket ping): four missed in a row is a dead connection.
             idle_timeout: Duration::from_secs(60),
@@ -206,6 +208,13 @@ impl ClientBuilder {
     /// connect and upgrade together (default 5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a subscription's long polls ask to be held (default 25 s,
+    /// the server's default; the server caps it).
+    pub fn poll_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.poll_timeout = timeout;
         self
     }
 
