@@ -66,9 +66,10 @@
 //! # }
 //! ```
 //!
-//! A [`Subscription`] is also a [`futures_util::Stream`]. For programs that
-//! receive very many messages, [`Client::subscribe_as`] hands them over as
-//! [`RawMessage`] (the JSON as it came) or as any [`Payload`] of your own.
+//! A [`Subscription`] is also a [`futures_util::Stream`].
+//! [`Client::subscribe_as`] hands messages over as [`RawMessage`] (the JSON
+//! as it came, for relays) or as any [`Payload`] of your own (a type that
+//! borrows only the fields it needs is the cheapest to receive).
 //!
 //! # Single connections
 //!

@@ -1,10 +1,13 @@
 //! How a message is handed over: parsed, or as the server's JSON.
 //!
-//! Most programs want a [`Message`]. A program that receives very many
-//! messages and looks at few of their fields (a load tester, a relay that
-//! forwards the JSON as it is) can ask for [`RawMessage`], or implement
-//! [`Payload`] for its own type and borrow only the fields it reads: the
-//! subscription never parses a message into anything else.
+//! Most programs want a [`Message`]. A relay that forwards the JSON as it
+//! came can ask for [`RawMessage`]. A program that receives very many
+//! messages and reads few of their fields (a load tester) can implement
+//! [`Payload`] for its own type that borrows only those fields from the
+//! JSON: the subscription parses each message into that type only. (Measured
+//! here: a `Message` costs about 300 ns to parse, a two-field borrowing type
+//! about 210 ns, a `RawMessage` about 380 ns, since it keeps a copy of the
+//! JSON and reads the id from it.)
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
@@ -26,7 +29,8 @@ impl Payload for Message {
     }
 }
 
-/// A message kept as the JSON the server sent, with only its id read.
+/// A message kept as the JSON the server sent, with only its id read: for
+/// passing messages on unchanged.
 #[derive(Debug, Clone)]
 pub struct RawMessage {
     id: u64,
