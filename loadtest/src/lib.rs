@@ -19,13 +19,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use chat_client::{Client, RoomName, Transport};
 use clap::Parser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::publisher::PublishOver;
 use crate::report::Report;
-use crate::subscriber::{Counters, Transport};
+use crate::subscriber::Counters;
 
 /// The longest a run may publish: load runs stop by themselves.
 const MAX_DURATION_SECS: u64 = 600;
@@ -39,7 +41,7 @@ const MAX_DURATION_SECS: u64 = 600;
 )]
 pub struct Cli {
     /// The transport the subscribers use.
-    #[arg(value_enum)]
+    #[arg(value_parser = transport_parser())]
     pub transport: Transport,
     /// The service (or gateway) to test [default: 127.0.0.1 and the
     /// transport's service port: 8081, 8082 or 8083].
@@ -77,6 +79,21 @@ pub struct Cli {
     pub json: bool,
 }
 
+/// Reads a transport by name, listing the names in `--help`.
+fn transport_parser() -> impl TypedValueParser<Value = Transport> {
+    PossibleValuesParser::new(Transport::ALL.map(Transport::as_str))
+        .try_map(|name| name.parse::<Transport>())
+}
+
+/// The port of the service that serves `transport`, by default.
+pub fn default_port(transport: Transport) -> u16 {
+    match transport {
+        Transport::LongPoll => 8081,
+        Transport::Sse => 8082,
+        Transport::Ws => 8083,
+    }
+}
+
 /// A room name no earlier run used.
 pub fn fresh_room() -> String {
     let nanos = std::time::SystemTime::now()
@@ -89,20 +106,23 @@ pub fn fresh_room() -> String {
 pub fn target(cli: &Cli) -> String {
     cli.url
         .clone()
-        .unwrap_or_else(|| format!("http://127.0.0.1:{}", cli.transport.default_port()))
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}", default_port(cli.transport)))
 }
 
 /// Runs the load and reports. `Err` when the run could not happen at all
 /// (the service is unreachable, subscribers could not connect).
 pub async fn run(cli: &Cli, url: &str, room: &str) -> Result<Report, String> {
-    let client = reqwest::Client::builder()
+    let room_name = RoomName::parse(room).map_err(|err| format!("room {room:?}: {err}"))?;
+    // One client for every subscriber and publisher: they share its
+    // connection pool, as the clients of one program would.
+    let client = Client::new(url).map_err(|err| format!("client: {err}"))?;
+    let metrics = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(usize::try_from(cli.publishers).unwrap_or(1) * 2)
         .build()
         .map_err(|err| format!("HTTP client: {err}"))?;
     let metrics_url = cli.metrics_url.clone().unwrap_or_else(|| url.to_owned());
-    let before = server::snapshot(&client, &metrics_url).await;
-    let start_after = server::last_id(&client, url, room).await?;
+    let before = server::snapshot(&metrics, &metrics_url).await;
+    let start_after = server::last_id(&client, &room_name).await?;
 
     let progress = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
@@ -117,9 +137,9 @@ pub async fn run(cli: &Cli, url: &str, room: &str) -> Result<Report, String> {
     for batch in (0..cli.subscribers).collect::<Vec<_>>().chunks(200) {
         for _ in batch {
             subscribers.push(subscriber::spawn(
+                client.clone(),
                 cli.transport,
-                url.to_owned(),
-                room.to_owned(),
+                room_name.clone(),
                 start_after,
                 Arc::clone(&counters),
                 stop_subscribers.clone(),
@@ -153,8 +173,7 @@ pub async fn run(cli: &Cli, url: &str, room: &str) -> Result<Report, String> {
     let started = Instant::now();
     let published = publisher::run(publisher::Plan {
         over: cli.publish_over,
-        url: url.to_owned(),
-        room: room.to_owned(),
+        room: room_name.clone(),
         publishers: cli.publishers,
         rate: cli.rate,
         duration: Duration::from_secs(cli.duration),
@@ -187,7 +206,7 @@ pub async fn run(cli: &Cli, url: &str, room: &str) -> Result<Report, String> {
         }
     }
     progress.finish_and_clear();
-    let after = server::snapshot(&client, &metrics_url).await;
+    let after = server::snapshot(&metrics, &metrics_url).await;
 
     Ok(Report::new(report::Run {
         transport: cli.transport,

@@ -1,17 +1,19 @@
 //! Publishers: each publishes at its share of the total rate, one message
 //! at a time (a publish waits for its answer), for the planned duration.
+//! Every publish carries an idempotency key, and is retried with it when
+//! the network or the service fails (over HTTP the client library does
+//! both; over a WebSocket the publisher opens the socket again), so a retry
+//! never stores a message twice.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use chat_client::{Client, Error, IdempotencyKey, Publish, Retry, RoomName, WsConnection};
 use clap::ValueEnum;
-use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
-use serde_json::json;
-use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::subscriber::{Counters, stamped_text};
 
@@ -27,13 +29,12 @@ pub enum PublishOver {
 #[derive(Debug)]
 pub struct Plan {
     pub over: PublishOver,
-    pub url: String,
-    pub room: String,
+    pub room: RoomName,
     pub publishers: u32,
     pub rate: u32,
     pub duration: Duration,
     pub size: usize,
-    pub client: reqwest::Client,
+    pub client: Client,
     pub counters: Arc<Counters>,
     pub progress: ProgressBar,
     /// For the progress line: deliveries expected per publish.
@@ -61,16 +62,14 @@ pub async fn run(plan: Plan) -> Published {
     let until = Instant::now() + plan.duration;
     let tasks: Vec<_> = (0..plan.publishers)
         .map(|index| {
-            let (url, room, client, counters) = (
-                plan.url.clone(),
-                plan.room.clone(),
-                plan.client.clone(),
-                Arc::clone(&plan.counters),
-            );
-            let (over, size) = (plan.over, plan.size);
-            tokio::spawn(async move {
-                publish_until(over, url, room, client, counters, index, every, until, size).await
-            })
+            let publisher = Publisher {
+                over: plan.over,
+                room: plan.room.clone(),
+                client: plan.client.clone(),
+                counters: Arc::clone(&plan.counters),
+                size: plan.size,
+            };
+            tokio::spawn(async move { publisher.publish_until(index, every, until).await })
         })
         .collect();
     let started = Instant::now();
@@ -113,104 +112,113 @@ pub async fn run(plan: Plan) -> Published {
     published
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn publish_until(
+/// One publisher's share of the plan.
+struct Publisher {
     over: PublishOver,
-    url: String,
-    room: String,
-    client: reqwest::Client,
+    room: RoomName,
+    client: Client,
     counters: Arc<Counters>,
-    index: u32,
-    every: Duration,
-    until: Instant,
     size: usize,
-) -> Published {
-    let mut published = Published {
-        accepted: 0,
-        refused: BTreeMap::new(),
-        latency: histogram(),
-    };
-    let mut socket = match over {
-        PublishOver::Http => None,
-        PublishOver::Ws => {
-            let address = format!("{}/rooms/{room}/ws", url.replacen("http", "ws", 1));
-            match tokio_tungstenite::connect_async(address).await {
-                Ok((socket, _)) => Some(socket),
-                Err(err) => {
-                    *published
-                        .refused
-                        .entry(format!("connection: {err}"))
-                        .or_default() += 1;
-                    return published;
+}
+
+impl Publisher {
+    async fn publish_until(self, index: u32, every: Duration, until: Instant) -> Published {
+        let mut published = Published {
+            accepted: 0,
+            refused: BTreeMap::new(),
+            latency: histogram(),
+        };
+        let mut socket = match self.over {
+            PublishOver::Http => None,
+            PublishOver::Ws => Some(Socket {
+                client: self.client.clone(),
+                room: self.room.clone(),
+                connection: None,
+            }),
+        };
+        // Spread the publishers over one period so their ticks interleave.
+        let offset = every.mul_f64(f64::from(index) / 16.0).min(every);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset, every);
+        // Catch up on ticks a slow answer made us miss: the target is a rate.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        while Instant::now() < until {
+            ticks.tick().await;
+            // The key is chosen here, so that every attempt reuses it.
+            let publish = Publish::new(stamped_text(self.size))
+                .author("loadtest")
+                .key(IdempotencyKey::generate());
+            let started = Instant::now();
+            let outcome = match socket.as_mut() {
+                None => self.client.publish(&self.room, publish).await.map(drop),
+                Some(socket) => socket.publish(&publish).await,
+            };
+            match outcome {
+                Ok(()) => {
+                    published.accepted += 1;
+                    self.counters.published.fetch_add(1, Ordering::Relaxed);
+                    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    let _ = published.latency.record(micros.max(1));
                 }
+                Err(err) => *published.refused.entry(refusal(&err)).or_default() += 1,
             }
         }
-    };
-    // Spread the publishers over one period so their ticks interleave.
-    let offset = every.mul_f64(f64::from(index) / 16.0).min(every);
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset, every);
-    // Catch up on ticks a slow answer made us miss: the target is a rate.
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut sequence = 0_u64;
-    while Instant::now() < until {
-        ticks.tick().await;
-        let text = stamped_text(size);
-        let started = Instant::now();
-        let outcome = match socket.as_mut() {
-            None => post(&client, &url, &room, &text).await,
-            Some(socket) => {
-                sequence += 1;
-                publish_frame(socket, &format!("{index}-{sequence}"), &text).await
-            }
-        };
-        match outcome {
-            Ok(()) => {
-                published.accepted += 1;
-                counters.published.fetch_add(1, Ordering::Relaxed);
-                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                let _ = published.latency.record(micros.max(1));
-            }
-            Err(reason) => *published.refused.entry(reason).or_default() += 1,
-        }
-    }
-    published
-}
-
-async fn post(client: &reqwest::Client, url: &str, room: &str, text: &str) -> Result<(), String> {
-    let response = client
-        .post(format!("{url}/rooms/{room}/messages"))
-        .json(&json!({"author": "loadtest", "message": text}))
-        .send()
-        .await
-        .map_err(|_| "connection".to_owned())?;
-    match response.status().as_u16() {
-        201 => Ok(()),
-        status => Err(format!("HTTP {status}")),
+        published
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// A publisher's WebSocket, opened when needed and opened again when it
+/// breaks (an instance restarting closes it).
+struct Socket {
+    client: Client,
+    room: RoomName,
+    connection: Option<WsConnection>,
+}
 
-async fn publish_frame(socket: &mut Socket, reference: &str, text: &str) -> Result<(), String> {
-    let frame = json!({"type": "publish", "ref": reference, "author": "loadtest", "message": text});
-    socket
-        .send(Frame::text(frame.to_string()))
-        .await
-        .map_err(|_| "connection".to_owned())?;
-    // The room's messages come on this socket too; skip them until our answer.
-    while let Some(Ok(frame)) = socket.next().await {
-        let Frame::Text(text) = frame else { continue };
-        let Ok(reply) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        if reply["ref"] != reference {
-            continue;
+impl Socket {
+    /// Publishes and waits for the ack. When the socket fails, it is opened
+    /// again and the same publish (same key) sent again, after the client's
+    /// backoff and up to its attempts, as the client does over HTTP. A
+    /// refusal (an `error` frame) is the answer.
+    async fn publish(&mut self, publish: &Publish) -> Result<(), Error> {
+        let mut retry = Retry::new(self.client.backoff());
+        let mut attempts = 1;
+        loop {
+            match self.publish_once(publish).await {
+                Err(err)
+                    if !matches!(err, Error::Rejected(_)) && attempts < self.client.attempts() =>
+                {
+                    self.connection = None;
+                    attempts += 1;
+                    tokio::time::sleep(retry.next_delay(None)).await;
+                }
+                outcome => return outcome,
+            }
         }
-        return match reply["type"].as_str() {
-            Some("ack") => Ok(()),
-            _ => Err(reply["error"].as_str().unwrap_or("error").to_owned()),
-        };
     }
-    Err("connection".to_owned())
+
+    async fn publish_once(&mut self, publish: &Publish) -> Result<(), Error> {
+        let connection = match &mut self.connection {
+            Some(connection) => connection,
+            None => {
+                let base = &self.client.bases()[0];
+                let opened = WsConnection::connect(&self.client, base, &self.room, None).await?;
+                self.connection.insert(opened)
+            }
+        };
+        let acked = connection.publish(publish.clone()).await.map(drop);
+        // The room's messages arrive on this socket too; a publisher has
+        // no use for them.
+        connection.discard_pending();
+        acked
+    }
+}
+
+/// How a refusal is counted in the report: by status, or by WebSocket
+/// error code, or as a connection failure.
+fn refusal(err: &Error) -> String {
+    match err {
+        Error::Api(api) => format!("HTTP {}", api.status),
+        Error::Rejected(body) => body.error.to_string(),
+        _ => "connection".to_owned(),
+    }
 }

@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use chat_client::Transport;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::publisher::Published;
 use crate::server::Snapshot;
-use crate::subscriber::{Outcome, Transport};
+use crate::subscriber::Outcome;
 
 /// Everything a run produced, before it is summed up.
 #[derive(Debug)]
@@ -97,7 +98,7 @@ impl Report {
                     .published
                     .accepted
                     .saturating_sub(outcome.received + outcome.missing);
-            reconnects += outcome.reconnects.saturating_sub(1);
+            reconnects += outcome.reconnects;
         }
         let seconds = run.elapsed.as_secs_f64().max(0.001);
         let cpu = match (run.before.cpu_seconds, run.after.cpu_seconds) {

@@ -1,6 +1,7 @@
 //! What the service says about itself: its `/metrics` before and after a
 //! run, and where the room stands.
 
+use chat_client::{Client, RoomName};
 use serde::Serialize;
 
 /// Figures from a service's `/metrics` (`None` when it has none, e.g. when
@@ -33,23 +34,10 @@ pub async fn snapshot(client: &reqwest::Client, base: &str) -> Snapshot {
 }
 
 /// The room's last id, so subscribers start exactly there.
-pub async fn last_id(client: &reqwest::Client, base: &str, room: &str) -> Result<u64, String> {
-    let url = format!("{base}/rooms/{room}/history?limit=1");
-    let response = client
-        .get(&url)
-        .send()
+pub async fn last_id(client: &Client, room: &RoomName) -> Result<u64, String> {
+    let history = client
+        .history(room, None, Some(1))
         .await
-        .map_err(|err| format!("{url}: {err}"))?;
-    if !response.status().is_success() {
-        return Err(format!("{url} answered {}", response.status()));
-    }
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .map_err(|err| format!("{url}: {err}"))?;
-    Ok(body["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .and_then(|m| m["id"].as_u64())
-        .unwrap_or(0))
+        .map_err(|err| format!("the room's history: {err}"))?;
+    Ok(history.messages.last().map_or(0, |message| message.id))
 }

@@ -1,38 +1,18 @@
-//! Subscribers of each transport. Each keeps its cursor, reconnects with it
-//! when a connection ends (as real clients do), checks that ids arrive
-//! once and in order, and records every message's delivery latency.
+//! Subscribers: each is a [`chat_client::Subscription`], which keeps its
+//! cursor and reconnects with it as real clients do. Here we only tally
+//! what it delivers: ids once and in order, gaps, reconnects, and every
+//! message's delivery latency.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::ValueEnum;
-use common::Message;
-use futures_util::StreamExt;
+use chat_client::{Client, Event, Payload, RoomName, Start, Transport};
 use hdrhistogram::Histogram;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_util::sync::CancellationToken;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    #[value(name = "longpoll")]
-    LongPoll,
-    Sse,
-    Ws,
-}
-
-impl Transport {
-    pub fn default_port(self) -> u16 {
-        match self {
-            Transport::LongPoll => 8081,
-            Transport::Sse => 8082,
-            Transport::Ws => 8083,
-        }
-    }
-}
 
 /// Counts shared by every client, for progress.
 #[derive(Debug, Default)]
@@ -46,31 +26,51 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct Outcome {
     pub received: u64,
-    /// Messages at or below the cursor (seen twice, or out of order).
+    /// Messages the server sent at or below the cursor (seen twice, or out
+    /// of order), which the subscription dropped.
     pub duplicates: u64,
     /// Ids skipped.
     pub missing: u64,
     /// Gaps the server announced.
     pub gaps: u64,
+    /// Connections opened after the first.
     pub reconnects: u64,
     /// Delivery latency in microseconds.
     pub latency: Histogram<u64>,
 }
 
-/// The two fields a subscriber looks at, borrowed from the JSON where it can
-/// be: parsing hundreds of thousands of messages a second must not cost the
-/// load tester more than the service.
-#[derive(Deserialize)]
-struct Seen<'a> {
+/// A delivered message as the load tester sees it: its id and when it was
+/// sent. Read straight from the message's JSON, borrowing the text to find
+/// the stamp: parsing hundreds of thousands of messages a second into full
+/// `Message`s would cost the load tester more than the service it
+/// measures, on the same cores.
+#[derive(Debug)]
+struct Stamped {
     id: u64,
-    #[serde(borrow)]
-    message: std::borrow::Cow<'a, str>,
+    sent_at: Option<u64>,
 }
 
-struct State {
-    cursor: u64,
-    outcome: Outcome,
-    counters: Arc<Counters>,
+impl<'de> Deserialize<'de> for Stamped {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Fields<'a> {
+            id: u64,
+            #[serde(borrow)]
+            message: Cow<'a, str>,
+        }
+
+        let Fields { id, message } = Fields::deserialize(deserializer)?;
+        Ok(Stamped {
+            id,
+            sent_at: sent_at(&message),
+        })
+    }
+}
+
+impl Payload for Stamped {
+    fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 /// The text a publisher sends: when it was sent, padded to `size`.
@@ -91,237 +91,101 @@ fn sent_at(text: &str) -> Option<u64> {
     text.strip_prefix("t=")?.split(';').next()?.parse().ok()
 }
 
-impl State {
-    fn observe_json(&mut self, json: &str) {
-        if let Ok(seen) = serde_json::from_str::<Seen<'_>>(json) {
-            self.observe(seen.id, &seen.message);
+/// A subscriber's running tally.
+struct Tally {
+    /// The last id delivered: what the next one should follow.
+    last: u64,
+    connections: u64,
+    outcome: Outcome,
+    counters: Arc<Counters>,
+}
+
+impl Tally {
+    fn new(after: u64, counters: Arc<Counters>) -> Self {
+        let latency = Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| {
+            Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures are valid"))
+        });
+        Tally {
+            last: after,
+            connections: 0,
+            outcome: Outcome {
+                received: 0,
+                duplicates: 0,
+                missing: 0,
+                gaps: 0,
+                reconnects: 0,
+                latency,
+            },
+            counters,
         }
     }
 
-    fn observe(&mut self, id: u64, text: &str) {
-        let outcome = &mut self.outcome;
-        if id <= self.cursor {
-            outcome.duplicates += 1;
-            return;
+    fn observe(&mut self, event: Event<Stamped>) {
+        match event {
+            Event::Message(message) => self.message(&message),
+            Event::Gap(gap) => {
+                self.outcome.gaps += 1;
+                self.last = gap.resume_from.saturating_sub(1);
+            }
+            Event::Connected { .. } => {
+                self.connections += 1;
+                if self.connections == 1 {
+                    self.counters.connected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Event::Disconnected { .. } => {}
         }
-        outcome.missing += id - self.cursor - 1;
-        self.cursor = id;
-        outcome.received += 1;
+    }
+
+    fn message(&mut self, message: &Stamped) {
+        // The subscription delivers only ids above the last one; any it
+        // skipped are missing.
+        self.outcome.missing += message.id.saturating_sub(self.last + 1);
+        self.last = message.id;
+        self.outcome.received += 1;
         self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-        if let Some(sent) = sent_at(text) {
-            let _ = outcome
+        if let Some(sent) = message.sent_at {
+            let _ = self
+                .outcome
                 .latency
                 .record(now_micros().saturating_sub(sent).max(1));
         }
     }
 
-    fn gap(&mut self, resume_from: u64) {
-        self.outcome.gaps += 1;
-        self.cursor = self.cursor.max(resume_from.saturating_sub(1));
+    fn finish(mut self, duplicates: u64) -> Outcome {
+        self.outcome.duplicates = duplicates;
+        self.outcome.reconnects = self.connections.saturating_sub(1);
+        self.outcome
     }
 }
 
 /// Starts one subscriber of `room` after `after`; it runs until `stop`.
 pub fn spawn(
+    client: Client,
     transport: Transport,
-    url: String,
-    room: String,
+    room: RoomName,
     after: u64,
     counters: Arc<Counters>,
     stop: CancellationToken,
 ) -> JoinHandle<Outcome> {
     tokio::spawn(async move {
-        let latency = Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| {
-            Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures are valid"))
-        });
-        let outcome = Outcome {
-            received: 0,
-            duplicates: 0,
-            missing: 0,
-            gaps: 0,
-            reconnects: 0,
-            latency,
-        };
-        let mut state = State {
-            cursor: after,
-            outcome,
-            counters,
-        };
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
-        let mut connected = false;
-        while !stop.is_cancelled() {
-            let connection = async {
-                match transport {
-                    Transport::LongPoll => {
-                        long_poll(&client, &url, &room, &mut state, &mut connected).await
-                    }
-                    Transport::Sse => {
-                        event_stream(&client, &url, &room, &mut state, &mut connected).await
-                    }
-                    Transport::Ws => websocket(&url, &room, &mut state, &mut connected).await,
-                }
+        let mut subscription =
+            client.subscribe_as::<Stamped>(transport, &room, Start::After(after));
+        let mut tally = Tally::new(after, counters);
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
+        loop {
+            let event = tokio::select! {
+                event = subscription.next() => event,
+                () = &mut stopped => break,
             };
-            tokio::select! {
-                () = connection => {}
-                () = stop.cancelled() => break,
+            match event {
+                Some(event) => tally.observe(event),
+                None => break,
             }
-            state.outcome.reconnects += 1;
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        state.outcome
+        tally.finish(subscription.duplicates_dropped())
     })
-}
-
-/// Counts this client as connected, once.
-fn mark_connected(state: &State, connected: &mut bool) {
-    if !*connected {
-        *connected = true;
-        state.counters.connected.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-#[derive(Deserialize)]
-struct PollBody {
-    messages: Vec<Message>,
-    cursor: u64,
-    #[serde(default)]
-    gap: bool,
-}
-
-async fn long_poll(
-    client: &reqwest::Client,
-    url: &str,
-    room: &str,
-    state: &mut State,
-    connected: &mut bool,
-) {
-    mark_connected(state, connected);
-    loop {
-        let poll = format!("{url}/rooms/{room}/poll?after={}&timeout=25", state.cursor);
-        let Ok(response) = client.get(poll).send().await else {
-            return;
-        };
-        match response.status().as_u16() {
-            200 => {
-                let Ok(body) = response.json::<PollBody>().await else {
-                    return;
-                };
-                if body.gap {
-                    state.gap(body.messages.first().map_or(body.cursor + 1, |m| m.id));
-                }
-                body.messages
-                    .iter()
-                    .for_each(|message| state.observe(message.id, &message.message));
-                state.cursor = state.cursor.max(body.cursor);
-            }
-            204 => {}
-            _ => return,
-        }
-    }
-}
-
-async fn event_stream(
-    client: &reqwest::Client,
-    url: &str,
-    room: &str,
-    state: &mut State,
-    connected: &mut bool,
-) {
-    let request = client
-        .get(format!("{url}/rooms/{room}/events"))
-        .header("last-event-id", state.cursor.to_string());
-    let Ok(response) = request.send().await else {
-        return;
-    };
-    if response.status() != 200 {
-        return;
-    }
-    mark_connected(state, connected);
-    let mut body = response.bytes_stream();
-    let mut pending: Vec<u8> = Vec::new();
-    while let Some(Ok(chunk)) = body.next().await {
-        pending.extend_from_slice(&chunk);
-        let mut consumed = 0;
-        while let Some(end) = find(&pending[consumed..], b"\n\n") {
-            on_event(&pending[consumed..consumed + end], state);
-            consumed += end + 2;
-        }
-        pending.drain(..consumed);
-    }
-}
-
-/// One `text/event-stream` block (without its blank line). A minimal parser
-/// for the service's own framing (one `data:` line per event): a general
-/// SSE library costs more per event than the service does.
-fn on_event(block: &[u8], state: &mut State) {
-    let (mut kind, mut data) = (&b""[..], &b""[..]);
-    for line in block.split(|&byte| byte == b'\n') {
-        if let Some(rest) = line.strip_prefix(b"event: ") {
-            kind = rest;
-        } else if let Some(rest) = line.strip_prefix(b"data: ") {
-            data = rest;
-        }
-    }
-    let Ok(data) = std::str::from_utf8(data) else {
-        return;
-    };
-    match kind {
-        b"message" => state.observe_json(data),
-        b"gap" => {
-            let gap: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
-            state.gap(gap["resume_from"].as_u64().unwrap_or(0));
-        }
-        _ => {}
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
-}
-
-async fn websocket(url: &str, room: &str, state: &mut State, connected: &mut bool) {
-    let address = format!(
-        "{}/rooms/{room}/ws?after={}",
-        url.replacen("http", "ws", 1),
-        state.cursor
-    );
-    let Ok((mut socket, _)) = tokio_tungstenite::connect_async(address).await else {
-        return;
-    };
-    mark_connected(state, connected);
-    while let Some(Ok(frame)) = socket.next().await {
-        let Frame::Text(text) = frame else { continue };
-        // `{"type":"message","data":<Message>}`: the message is the text
-        // between the envelope's prefix and its closing brace.
-        if let Some(json) = text
-            .strip_prefix(r#"{"type":"message","data":"#)
-            .and_then(|rest| rest.strip_suffix('}'))
-        {
-            state.observe_json(json);
-            continue;
-        }
-        let Ok(frame) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        match frame["type"].as_str() {
-            // The same, laid out differently.
-            Some("message") => {
-                if let (Some(id), Some(text)) = (
-                    frame["data"]["id"].as_u64(),
-                    frame["data"]["message"].as_str(),
-                ) {
-                    state.observe(id, text);
-                }
-            }
-            Some("gap") => state.gap(frame["resume_from"].as_u64().unwrap_or(0)),
-            _ => {}
-        }
-    }
 }
 
 #[cfg(test)]
@@ -334,5 +198,30 @@ mod tests {
         assert_eq!(text.len(), 100);
         let sent = sent_at(&text).expect("a stamp");
         assert!(now_micros() - sent < 1_000_000);
+    }
+
+    #[test]
+    fn a_stamped_message_reads_its_id_and_stamp_from_the_message_json() {
+        let json = r#"{"id":9,"room":"r","author":"a","message":"t=17;xx","ts":1,"via":"sse"}"#;
+        let message: Stamped = serde_json::from_str(json).expect("a message");
+        assert_eq!((message.id, message.sent_at), (9, Some(17)));
+    }
+
+    #[test]
+    fn skipped_ids_count_as_missing_and_gaps_do_not() {
+        let mut tally = Tally::new(0, Arc::default());
+        for id in [1, 2, 5] {
+            tally.observe(Event::Message(Stamped { id, sent_at: None }));
+        }
+        tally.observe(Event::Gap(chat_client::Gap {
+            after: 5,
+            resume_from: 9,
+        }));
+        tally.observe(Event::Message(Stamped {
+            id: 9,
+            sent_at: None,
+        }));
+        let outcome = tally.finish(0);
+        assert_eq!((outcome.received, outcome.missing, outcome.gaps), (4, 2, 1));
     }
 }
