@@ -343,6 +343,7 @@ Environment variables (an empty value counts as unset):
   CLIENT_QUEUE_LEN          messages a streaming client may lag before it is slow [default: 256]
   SLOW_CLIENT_TIMEOUT_SECS  how long a slow client that takes nothing is kept [default: 10]
   SHUTDOWN_TIMEOUT_SECS     grace for in-flight requests on SIGTERM [default: 3]
+  BROKER_LOSS_GRACE_SECS    how long Redis may be unreachable before clients are sent elsewhere [default: 10]
   PUBLISH_RATE_PER_SEC      publishes per second per client, HTTP and WebSocket together; 0 = off [default: 20]
   PUBLISH_BURST             publishes a client may make at once [default: 40]
   MAX_CONNECTIONS           streams, sockets and held polls per instance; 0 = no cap [default: 20000]
@@ -387,6 +388,9 @@ pub struct Config {
     pub slow_client_timeout: Duration,
     /// How long in-flight requests get to finish after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// How long the broker may be unreachable before this instance tells
+    /// its clients to reconnect (elsewhere).
+    pub broker_loss_grace: Duration,
     /// Publishes per second per client, over HTTP and WebSocket together;
     /// 0 turns the limit off.
     pub publish_rate_per_sec: u32,
@@ -467,6 +471,7 @@ impl Config {
             client_queue_len: env.number("CLIENT_QUEUE_LEN", 256, 1..=1_000_000)?,
             slow_client_timeout: env.seconds("SLOW_CLIENT_TIMEOUT_SECS", 10, 1..=3600)?,
             shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT_SECS", 3, 1..=600)?,
+            broker_loss_grace: env.seconds("BROKER_LOSS_GRACE_SECS", 10, 1..=3600)?,
             publish_rate_per_sec,
             publish_burst: env.number(
                 "PUBLISH_BURST",

@@ -26,6 +26,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod evacuation;
 pub mod http;
 pub mod hub;
 pub mod limits;

@@ -54,6 +54,9 @@ pub enum Ending {
     /// The token the connection was opened with expired: reconnect with a
     /// fresh one.
     TokenExpired,
+    /// This instance lost the broker for longer than its grace: reconnect
+    /// elsewhere.
+    BrokerLost,
 }
 
 impl Ending {
@@ -64,6 +67,7 @@ impl Ending {
             Ending::TooSlow => close::TRY_AGAIN,
             Ending::HistoryUnavailable => close::CANNOT_CATCH_UP,
             Ending::TokenExpired => close::TOKEN_EXPIRED,
+            Ending::BrokerLost => close::BROKER_LOST,
         }
     }
 }
@@ -73,6 +77,8 @@ pub struct StreamSession {
     subscription: Subscription,
     heartbeat: Interval,
     shutdown: CancellationToken,
+    /// Cancelled when this instance sends its clients elsewhere.
+    evacuate: CancellationToken,
     /// Fires when the caller's token expires (a timer per connection, not
     /// a scan of them all).
     expiry: Option<Pin<Box<Sleep>>>,
@@ -106,6 +112,7 @@ impl StreamSession {
             subscription,
             heartbeat,
             shutdown: state.shutdown.clone(),
+            evacuate: state.evacuation.token(),
             expiry: caller
                 .expires()
                 .map(|at| Box::pin(tokio::time::sleep_until(instant_of(at)))),
@@ -134,6 +141,7 @@ impl StreamSession {
         };
         tokio::select! {
             () = self.shutdown.cancelled() => SessionEvent::End(Ending::ShuttingDown),
+            () = self.evacuate.cancelled() => SessionEvent::End(Ending::BrokerLost),
             () = expired => SessionEvent::End(Ending::TokenExpired),
             delivery = self.subscription.next() => self.on_delivery(delivery),
             _ = self.heartbeat.tick() => SessionEvent::Heartbeat,

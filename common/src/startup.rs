@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{Broker, MemoryBroker, RedisBroker, RedisSettings};
 use crate::config::{Config, ConfigError, Env};
 use crate::error::ApiError;
+use crate::evacuation::Evacuation;
 use crate::http::{self, AppState};
 use crate::hub::{Framer, Hub, HubSettings};
 use crate::limits::{ConnectionCaps, PublishLimiter, Rate};
@@ -99,6 +100,12 @@ impl Application {
         let routes = (service.routes)(env)?;
         let metrics = Metrics::new(service.via);
         let broker = broker(&config, &metrics)?;
+        let shutdown = CancellationToken::new();
+        let evacuation = Evacuation::start(
+            broker.connectivity(),
+            config.broker_loss_grace,
+            shutdown.clone(),
+        );
         let hub = Hub::start(
             broker,
             HubSettings {
@@ -111,7 +118,6 @@ impl Application {
             service.framer,
             metrics.hub.clone(),
         );
-        let shutdown = CancellationToken::new();
         let publisher = Publisher::new(
             hub.clone(),
             service.via,
@@ -132,6 +138,7 @@ impl Application {
             metrics,
             shutdown: shutdown.clone(),
             connections,
+            evacuation,
         });
         spawn_limiter_cleanup(state.clone());
 

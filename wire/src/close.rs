@@ -74,6 +74,14 @@ pub const CANNOT_CATCH_UP: Goodbye = Goodbye {
     reconnect: true,
 };
 
+/// This instance cannot reach the broker (others may): reconnect, through
+/// the load balancer, to another instance, with the cursor.
+pub const BROKER_LOST: Goodbye = Goodbye {
+    code: 1013,
+    reason: "this instance lost the broker; reconnect with after=<last id>",
+    reconnect: true,
+};
+
 /// The token the connection was opened with expired: reconnect with a fresh
 /// token and the cursor.
 pub const TOKEN_EXPIRED: Goodbye = Goodbye {
@@ -105,6 +113,7 @@ mod tests {
             RESTART,
             TRY_AGAIN,
             CANNOT_CATCH_UP,
+            BROKER_LOST,
             TOKEN_EXPIRED,
         ] {
             assert_eq!(reconnects(goodbye.code), goodbye.reconnect, "{goodbye:?}");

@@ -34,6 +34,8 @@ pub struct MemoryBroker {
     feeds: Mutex<Vec<mpsc::Sender<Feed>>>,
     /// When expired rooms and keys were last dropped.
     expired_at: Mutex<Instant>,
+    /// Always true: a broker in this process is always there.
+    connected: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Debug)]
@@ -67,6 +69,7 @@ impl MemoryBroker {
             rooms: Mutex::new(HashMap::new()),
             feeds: Mutex::new(Vec::new()),
             expired_at: Mutex::new(Instant::now()),
+            connected: tokio::sync::watch::Sender::new(true),
         }
     }
 
@@ -258,6 +261,10 @@ impl Broker for MemoryBroker {
     fn watch(&self, _: &RoomName) {}
 
     fn unwatch(&self, _: &RoomName) {}
+
+    fn connectivity(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.connected.subscribe()
+    }
 
     fn feed(&self) -> mpsc::Receiver<Feed> {
         let (feed, receiver) = mpsc::channel(FEED_CAPACITY);

@@ -201,6 +201,10 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     /// Whether the broker can take publishes and deliver messages right now.
     async fn is_ready(&self) -> bool;
 
+    /// Whether this instance hears the broker now (its subscription is
+    /// connected), as it changes.
+    fn connectivity(&self) -> tokio::sync::watch::Receiver<bool>;
+
     /// Starts feeding this instance's hub. Called once, by the hub.
     fn feed(&self) -> mpsc::Receiver<Feed>;
 

@@ -24,6 +24,7 @@ pub use self::messages::{REPLAYED, publish_to};
 use crate::client::ClientId;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::evacuation::Evacuation;
 use crate::hub::Hub;
 use crate::limits::{ConnectionCaps, ConnectionPermit};
 use crate::metrics::Metrics;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// How many connections this instance, and each client, may hold.
     pub connections: Arc<ConnectionCaps>,
+    /// Says when clients must reconnect elsewhere (the broker is lost).
+    pub evacuation: Arc<Evacuation>,
 }
 
 impl AppState {

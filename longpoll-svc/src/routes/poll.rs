@@ -97,8 +97,11 @@ pub(super) async fn wait_for_messages(
     deadline: Instant,
 ) -> Result<Waited, ApiError> {
     let mut live = false;
+    // Sent elsewhere (this instance lost the broker) as on shutdown: the
+    // client polls again, through the load balancer, on another instance.
+    let evacuate = state.evacuation.token();
     loop {
-        if state.is_shutting_down() {
+        if state.is_shutting_down() || evacuate.is_cancelled() {
             return Ok(Waited::ShuttingDown);
         }
         let page = state.hub.read_after(room, after, limit).await?;
@@ -109,6 +112,7 @@ pub(super) async fn wait_for_messages(
             () = state.hub.wait_beyond(room, after) => live = true,
             () = tokio::time::sleep_until(deadline) => return Ok(Waited::TimedOut),
             () = state.shutdown.cancelled() => return Ok(Waited::ShuttingDown),
+            () = evacuate.cancelled() => return Ok(Waited::ShuttingDown),
         }
     }
 }

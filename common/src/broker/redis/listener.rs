@@ -29,8 +29,8 @@ use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::cluster_async::ClusterConnection;
 use redis::{Client, PushInfo, PushKind, Value};
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::sync::{mpsc, watch};
 
 use super::keys::Keys;
 use super::stored;
@@ -119,9 +119,9 @@ pub(super) struct Listener {
     pub(super) keys: Keys,
     pub(super) interest: Arc<Interest>,
     pub(super) feed: mpsc::Sender<Feed>,
-    /// Set while the task hears Redis; readiness needs it, since an
+    /// True while the task hears Redis; readiness needs it, since an
     /// instance that cannot hear messages must not take clients.
-    pub(super) connected: Arc<AtomicBool>,
+    pub(super) connected: Arc<watch::Sender<bool>>,
     pub(super) metrics: BrokerMetrics,
 }
 
@@ -145,7 +145,7 @@ impl Listener {
             Source::Single(client) => self.run_single(client).await,
             Source::Cluster { connection, pushes } => self.run_cluster(connection, pushes).await,
         }
-        self.connected.store(false, Ordering::Release);
+        self.connected.send_replace(false);
         self.metrics.rooms_subscribed.set(0);
     }
 
@@ -206,10 +206,10 @@ impl Listener {
                 Ok((sink, stream)) => {
                     backoff.reset();
                     log::info!("subscription connected to Redis");
-                    self.connected.store(true, Ordering::Release);
+                    self.connected.send_replace(true);
                     was_up = true;
                     let lost = self.listen_single(sink, stream).await;
-                    self.connected.store(false, Ordering::Release);
+                    self.connected.send_replace(false);
                     self.metrics.rooms_subscribed.set(0);
                     if matches!(lost, Lost::HubGone) {
                         return;
@@ -428,7 +428,7 @@ impl Listener {
         let command = redis::cmd("PING");
         let ping = command.query_async::<Value>(connection);
         let up = matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(_)));
-        let was = self.connected.swap(up, Ordering::AcqRel);
+        let was = self.connected.send_replace(up);
         if was && !up {
             log::warn!("Redis Cluster not answering");
         } else if !was && up {

@@ -23,7 +23,6 @@ mod listener;
 mod stored;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,7 +30,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::{Client, ProtocolVersion, Script};
 use tokio::runtime::Handle;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, watch};
 
 use self::connection::Commands;
 use self::keys::Keys;
@@ -87,9 +86,9 @@ pub struct RedisBroker {
     /// Where the subscription task hears from; taken when the hub asks for
     /// the feed.
     source: Mutex<Option<listener::Source>>,
-    /// Set while the subscription hears Redis; readiness needs it, since an
-    /// instance that cannot hear messages must not take clients.
-    connected: Arc<AtomicBool>,
+    /// True while the subscription hears Redis; readiness needs it, since
+    /// an instance that cannot hear messages must not take clients.
+    connected: Arc<watch::Sender<bool>>,
     metrics: BrokerMetrics,
 }
 
@@ -146,7 +145,7 @@ impl RedisBroker {
             sequence_script: Arc::new(Script::new(&format!("{LAST_ID_LUA}\n{SEQUENCE_LUA}"))),
             interest: Arc::new(Interest::default()),
             source: Mutex::new(Some(source)),
-            connected: Arc::new(AtomicBool::new(false)),
+            connected: Arc::new(watch::Sender::new(false)),
             metrics,
         })
     }
@@ -320,7 +319,7 @@ impl Broker for RedisBroker {
     }
 
     async fn is_ready(&self) -> bool {
-        if !self.connected.load(Ordering::Acquire) {
+        if !*self.connected.borrow() {
             return false;
         }
         let mut conn = self.commands.clone();
@@ -330,6 +329,10 @@ impl Broker for RedisBroker {
                 .await
         };
         self.run(READY_PING_TIMEOUT, ping).await.is_ok()
+    }
+
+    fn connectivity(&self) -> watch::Receiver<bool> {
+        self.connected.subscribe()
     }
 
     fn feed(&self) -> mpsc::Receiver<Feed> {
