@@ -39,7 +39,7 @@ stop_all() {
 }
 trap stop_all INT TERM EXIT
 
-if [ -z "${REDIS_URL:-}" ]; then
+if [ -z "${REDIS_URL:-}" ] && [ -z "${REDIS_CLUSTER_URLS:-}" ]; then
   redis_port=${REDIS_PORT:-6379}
   if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
     echo "==> using the Redis already on port $redis_port"

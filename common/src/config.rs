@@ -195,7 +195,11 @@ fn redis_target(env: &Env<'_>) -> Result<Option<RedisTarget>, ConfigError> {
     match (env.get("REDIS_URL"), env.get("REDIS_CLUSTER_URLS")) {
         (Some(_), Some(nodes)) => Err(ConfigError {
             var: "REDIS_CLUSTER_URLS",
-            value: without_password(&nodes),
+            value: nodes
+                .split(',')
+                .map(|node| without_password(node.trim()))
+                .collect::<Vec<_>>()
+                .join(","),
             expected: "unset while REDIS_URL is set: one Redis or one cluster".into(),
         }),
         (Some(url), None) => {
@@ -650,13 +654,13 @@ mod tests {
 
     #[test]
     fn a_cluster_is_its_seed_nodes_and_excludes_redis_url() {
-        let config = config(&[(
+        let cluster = config(&[(
             "REDIS_CLUSTER_URLS",
             "redis://10.0.0.1:7000, redis://10.0.0.2:7000",
         )])
         .expect("valid");
         assert_eq!(
-            config.redis,
+            cluster.redis,
             Some(RedisTarget::Cluster(vec![
                 "redis://10.0.0.1:7000".into(),
                 "redis://10.0.0.2:7000".into()
@@ -673,6 +677,15 @@ mod tests {
             rejected_var(&[("REDIS_CLUSTER_URLS", "redis://ok:7000,http://bad")]),
             "REDIS_CLUSTER_URLS"
         );
+        let both = config(&[
+            ("REDIS_URL", "redis://a:6379"),
+            (
+                "REDIS_CLUSTER_URLS",
+                "redis://a:7000,redis://:s3cret@b:7001",
+            ),
+        ])
+        .expect_err("both set");
+        assert!(!both.to_string().contains("s3cret"), "{both}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use actix_web::HttpRequest;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use wire::close::{self, Goodbye};
 
 use crate::auth::Caller;
@@ -76,9 +76,12 @@ impl Ending {
 pub struct StreamSession {
     subscription: Subscription,
     heartbeat: Interval,
-    shutdown: CancellationToken,
-    /// Cancelled when this instance sends its clients elsewhere.
-    evacuate: CancellationToken,
+    /// Resolve on shutdown, and when this instance sends its clients
+    /// elsewhere. Made once and kept: a token's `cancelled()` future
+    /// registers with the token when first polled, and making a new one
+    /// for every message would register and unregister every time.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    evacuate: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Fires when the caller's token expires (a timer per connection, not
     /// a scan of them all).
     expiry: Option<Pin<Box<Sleep>>>,
@@ -111,8 +114,8 @@ impl StreamSession {
         Ok(StreamSession {
             subscription,
             heartbeat,
-            shutdown: state.shutdown.clone(),
-            evacuate: state.evacuation.token(),
+            shutdown: Box::pin(state.shutdown.clone().cancelled_owned()),
+            evacuate: Box::pin(state.evacuation.token().cancelled_owned()),
             expiry: caller
                 .expires()
                 .map(|at| Box::pin(tokio::time::sleep_until(instant_of(at)))),
@@ -130,9 +133,6 @@ impl StreamSession {
     /// other things (a WebSocket's incoming frames); no source can starve
     /// another.
     pub async fn next(&mut self) -> SessionEvent {
-        if self.shutdown.is_cancelled() {
-            return SessionEvent::End(Ending::ShuttingDown);
-        }
         let expired = async {
             match &mut self.expiry {
                 Some(expiry) => expiry.as_mut().await,
@@ -140,8 +140,9 @@ impl StreamSession {
             }
         };
         tokio::select! {
-            () = self.shutdown.cancelled() => SessionEvent::End(Ending::ShuttingDown),
-            () = self.evacuate.cancelled() => SessionEvent::End(Ending::BrokerLost),
+            biased;
+            () = self.shutdown.as_mut() => SessionEvent::End(Ending::ShuttingDown),
+            () = self.evacuate.as_mut() => SessionEvent::End(Ending::BrokerLost),
             () = expired => SessionEvent::End(Ending::TokenExpired),
             delivery = self.subscription.next() => self.on_delivery(delivery),
             _ = self.heartbeat.tick() => SessionEvent::Heartbeat,

@@ -229,8 +229,9 @@ fn broker(config: &Config, metrics: &Metrics) -> Result<Arc<dyn Broker>, StartEr
         )?),
         None => {
             log::warn!(
-                "REDIS_URL is not set: using the in-process broker, which serves this one \
-                 process only (other instances will not see its messages)"
+                "neither REDIS_URL nor REDIS_CLUSTER_URLS is set: using the in-process \
+                 broker, which serves this one process only (other instances will not see its \
+                 messages)"
             );
             Arc::new(MemoryBroker::new(config.retention()))
         }

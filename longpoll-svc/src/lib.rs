@@ -36,7 +36,7 @@ pub fn service() -> Service {
 /// its bare JSON.
 fn json_frame(_: u64, json: &RawValue) -> Framed {
     Framed {
-        frame: json.get().to_owned(),
+        frame: json.get().as_bytes().to_vec(),
         json_at: 0,
     }
 }

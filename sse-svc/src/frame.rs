@@ -26,7 +26,7 @@ pub fn message(id: u64, json: &RawValue) -> Framed {
     let prefix = format!("id: {id}\nevent: {}\ndata: ", sse::MESSAGE);
     let json_at = prefix.len();
     Framed {
-        frame: prefix + json.get() + "\n\n",
+        frame: (prefix + json.get() + "\n\n").into_bytes(),
         json_at,
     }
 }
@@ -64,13 +64,14 @@ mod tests {
         };
         let entry = Entry::new(&message, super::message);
         assert_eq!(
-            &**entry.frame(),
+            &entry.frame()[..],
             "id: 7\nevent: message\ndata: {\"id\":7,\"room\":\"general\",\"author\":\"alice\",\
              \"message\":\"two\\nlines\",\"ts\":1,\"via\":\"sse\"}\n\n"
+                .as_bytes()
         );
         assert_eq!(
             &entry.frame()[27..entry.frame().len() - 2],
-            entry.json().get(),
+            entry.json().get().as_bytes(),
             "the JSON is within the frame"
         );
     }

@@ -103,7 +103,7 @@ async fn twenty_thousand_rooms_from_one_client_stay_within_the_memory_budget_the
     let service = ServiceProcess::start(
         "longpoll-svc",
         Some(&redis),
-        &vars(&[("HUB_MEMORY_MB", "16"), ("ROOM_IDLE_SECS", "10")]),
+        &vars(&[("HUB_MEMORY_MB", "4"), ("ROOM_IDLE_SECS", "10")]),
     )
     .await;
     let baseline = service.resident_bytes();
@@ -127,7 +127,7 @@ async fn twenty_thousand_rooms_from_one_client_stay_within_the_memory_budget_the
         }
     })
     .await;
-    let budget = 16 << 20;
+    let budget = 4 << 20;
     let held_bytes = service.metric("chat_hub_memory_bytes").await;
     let peak = memory.peak();
     let growth = peak.saturating_sub(baseline);
@@ -149,12 +149,12 @@ async fn twenty_thousand_rooms_from_one_client_stay_within_the_memory_budget_the
         service.metric("chat_rooms_evicted_total").await > 0.0,
         "the budget made the hub evict rooms"
     );
-    // The bound: the hub's budget (16 MB, where 20,000 rooms of 4 KB
+    // The bound: the hub's budget (4 MB, where 20,000 rooms of 4 KB
     // messages would take 80 MB), plus what serving 40,000 requests costs
     // (connection buffers, the allocator's slack).
     assert!(
-        growth < 48 << 20,
-        "memory grew by {} MB for {ROOMS} rooms with a 16 MB budget",
+        growth < 40 << 20,
+        "memory grew by {} MB for {ROOMS} rooms with a 4 MB budget",
         growth >> 20
     );
 

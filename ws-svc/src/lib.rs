@@ -1,11 +1,12 @@
 //! The WebSocket transport (docs/API.md, "WebSocket"), on actix-ws.
 //!
-//! One task per connection ([`connection`]) owns the socket: it reads and
-//! answers the client's frames (`wire::ws`), writes what its
-//! [`StreamSession`](common::session::StreamSession) hands it (replay from
-//! `?after=`, then live, each exactly once), pings every `HEARTBEAT_SECS`,
-//! and closes with the RFC 6455 code of whatever ended the connection
-//! (`wire::close`).
+//! A connection ([`connection`]) has a writer, the upgrade's response body,
+//! which writes what its [`StreamSession`](common::session::StreamSession)
+//! hands it (replay from `?after=`, then live, each exactly once; each
+//! message's frame built once for every connection), pings every
+//! `HEARTBEAT_SECS` and closes with the RFC 6455 code of whatever ended the
+//! connection (`wire::close`); and a reader task, which reads and answers
+//! the client's frames (`wire::ws`).
 
 pub mod config;
 pub mod connection;

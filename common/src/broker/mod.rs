@@ -46,6 +46,10 @@ pub enum BrokerError {
     /// The runtime that runs broker commands is shutting down.
     #[error("broker stopped: the service is shutting down")]
     Stopped,
+    /// This instance has not heard the broker for a while (its clients were
+    /// sent elsewhere); others may.
+    #[error("this instance cannot reach the broker; retry (another instance may answer)")]
+    Lost,
 }
 
 impl BrokerError {
@@ -54,7 +58,10 @@ impl BrokerError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            BrokerError::Unavailable(_) | BrokerError::Timeout(_) | BrokerError::Stopped
+            BrokerError::Unavailable(_)
+                | BrokerError::Timeout(_)
+                | BrokerError::Stopped
+                | BrokerError::Lost
         )
     }
 }

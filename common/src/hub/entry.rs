@@ -5,18 +5,19 @@
 
 use std::sync::Arc;
 
-use bytestring::ByteString;
+use bytes::Bytes;
 use serde_json::value::RawValue;
 pub use wire::Gap;
 
 use crate::message::Message;
 
-/// A message as one transport writes it: the whole frame, and where the
-/// message's JSON sits in it (the frame wraps the JSON, it never rewrites
-/// it, so the JSON can be served from the same buffer).
+/// A message as one transport writes it: the whole frame (bytes, not
+/// necessarily text: a WebSocket frame starts with its binary header), and
+/// where the message's JSON sits in it (the frame wraps the JSON, it never
+/// rewrites it, so the JSON can be served from the same buffer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Framed {
-    pub frame: String,
+    pub frame: Vec<u8>,
     /// Byte offset of the message JSON within `frame`.
     pub json_at: usize,
 }
@@ -33,9 +34,9 @@ pub struct Entry {
     /// The message's acceptance time, ms since the epoch.
     ts: u64,
     /// The message as this instance's transport writes it.
-    frame: ByteString,
+    frame: Bytes,
     /// The message as JSON (the API's `Message` object), within `frame`.
-    json: ByteString,
+    json: Bytes,
 }
 
 impl Entry {
@@ -43,10 +44,10 @@ impl Entry {
         // A Message is strings and integers only, which always serialize.
         let json = serde_json::value::to_raw_value(message).expect("a Message serializes");
         let Framed { frame, json_at } = framer(message.id, &json);
-        let frame = ByteString::from(frame);
+        let frame = Bytes::from(frame);
         let json_range = json_at..json_at + json.get().len();
-        debug_assert_eq!(frame.get(json_range.clone()), Some(json.get()));
-        let json = frame.slice_ref(&frame[json_range]);
+        debug_assert_eq!(frame.get(json_range.clone()), Some(json.get().as_bytes()));
+        let json = frame.slice(json_range);
         Arc::new(Entry {
             id: message.id,
             ts: message.ts,
@@ -64,8 +65,8 @@ impl Entry {
         self.ts
     }
 
-    /// The message framed for this instance's transport.
-    pub fn frame(&self) -> &ByteString {
+    /// The message framed for this instance's transport, ready to write.
+    pub fn frame(&self) -> &Bytes {
         &self.frame
     }
 
@@ -74,7 +75,7 @@ impl Entry {
     pub fn json(&self) -> &RawValue {
         // The JSON was produced by serde_json, so it is valid; reading it
         // back only scans it (no allocation, no copy).
-        serde_json::from_str(&self.json).expect("an entry holds valid JSON")
+        serde_json::from_slice(&self.json).expect("an entry holds valid JSON")
     }
 
     /// Bytes this entry holds, for the hub's memory accounting.
@@ -132,7 +133,7 @@ mod tests {
 
     fn bracketed(_: u64, json: &RawValue) -> Framed {
         Framed {
-            frame: format!("<{}>", json.get()),
+            frame: format!("<{}>", json.get()).into_bytes(),
             json_at: 1,
         }
     }
@@ -149,7 +150,7 @@ mod tests {
         };
         let entry = Entry::new(&message, bracketed);
         let json = r#"{"id":3,"room":"a","author":"x","message":"hi","ts":9,"via":"sse"}"#;
-        assert_eq!(&**entry.frame(), format!("<{json}>"));
+        assert_eq!(&entry.frame()[..], format!("<{json}>").as_bytes());
         assert_eq!(entry.json().get(), json);
         assert_eq!((entry.id(), entry.ts()), (3, 9));
     }

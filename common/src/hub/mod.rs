@@ -57,7 +57,7 @@ pub struct HubSettings {
 /// Freeing this much at once is worth handing the memory back to the
 /// system: the allocator keeps freed memory for reuse otherwise, and an
 /// instance that once held many rooms would look as big forever.
-const RELEASE_AFTER_FREEING: usize = 4 << 20;
+const RELEASE_AFTER_FREEING: usize = 1 << 20;
 
 /// How long a room no client here uses stays subscribed: short, so an
 /// instance soon spends nothing on a room its clients left, yet long enough
@@ -130,7 +130,14 @@ impl Hub {
         key: Option<&IdempotencyKey>,
     ) -> Result<Published, BrokerError> {
         let floor = self.rooms.floor(&draft.room);
-        self.rooms.broker.publish(draft, key, floor).await
+        let published = self.rooms.broker.publish(draft, key, floor).await?;
+        if self.rooms.get(&draft.room).is_none() {
+            // Not held here: remember how far the room got, so this
+            // instance's next publish in it never takes a lower id, even if
+            // Redis loses the room meanwhile.
+            self.rooms.remember_floor(&draft.room, published.message.id);
+        }
+        Ok(published)
     }
 
     /// The message first published with `key` in `room`, if the key was
@@ -363,7 +370,7 @@ mod tests {
 
     fn plain(_: u64, json: &serde_json::value::RawValue) -> Framed {
         Framed {
-            frame: json.get().to_owned(),
+            frame: json.get().as_bytes().to_vec(),
             json_at: 0,
         }
     }

@@ -85,7 +85,7 @@ impl Rooms {
             .unwrap_or(0)
     }
 
-    fn remember_floor(&self, name: &RoomName, last: u64) {
+    pub(super) fn remember_floor(&self, name: &RoomName, last: u64) {
         let mut floors = self
             .floors
             .lock()

@@ -100,6 +100,12 @@ pub(super) async fn wait_for_messages(
     // Sent elsewhere (this instance lost the broker) as on shutdown: the
     // client polls again, through the load balancer, on another instance.
     let evacuate = state.evacuation.token();
+    if evacuate.is_cancelled() {
+        // Not a held poll to release: a new one, on an instance without its
+        // broker. A 503 with Retry-After sends it elsewhere, and paces a
+        // client that comes back here.
+        return Err(common::broker::BrokerError::Lost.into());
+    }
     loop {
         if state.is_shutting_down() || evacuate.is_cancelled() {
             return Ok(Waited::ShuttingDown);

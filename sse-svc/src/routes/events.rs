@@ -72,7 +72,7 @@ fn event_stream(session: StreamSession) -> impl Stream<Item = Result<Bytes, Infa
     let events = futures_util::stream::unfold(Some(session), |session| async move {
         let mut session = session?;
         let chunk = match session.next().await {
-            SessionEvent::Message(entry) => entry.frame().as_bytes().clone(),
+            SessionEvent::Message(entry) => entry.frame().clone(),
             SessionEvent::Gap(gap) => frame::gap(gap),
             SessionEvent::Heartbeat => frame::KEEPALIVE,
             // The last event: the stream ends after it.

@@ -17,7 +17,7 @@ use common::http::{AppState, Cursor, RoomPath};
 use common::session::StreamSession;
 
 use crate::config::WsSettings;
-use crate::connection::Connection;
+use crate::connection;
 
 pub(super) async fn upgrade(
     state: web::Data<AppState>,
@@ -35,12 +35,26 @@ pub(super) async fn upgrade(
     if state.is_shutting_down() {
         return Err(ApiError::ShuttingDown);
     }
-    let stream = StreamSession::open(&state, &request, &caller, &room, after).await?;
-    let (response, session, frames) =
+    let session = StreamSession::open(&state, &request, &caller, &room, after).await?;
+    let (response, actix_session, frames) =
         actix_ws::handle(&request, body).map_err(|err| ApiError::BadHandshake(err.to_string()))?;
-    let connection = Connection::new(state, &settings, caller, room, session, frames, stream);
-    actix_web::rt::spawn(connection.run());
-    Ok(response)
+    let outgoing = connection::start(state, &settings, caller, room, frames, session);
+    // actix-ws' own writer is replaced by ours, which writes frames built
+    // once per message. Its body and session are kept, unused, for as long
+    // as the connection lives: dropping its body would tell the frame
+    // reader (`frames`) that the connection closed.
+    let mut replaced = None;
+    let response = response.map_body(|_, actix_body| {
+        replaced = Some((actix_body, actix_session));
+        actix_web::body::BodyStream::new(outgoing)
+    });
+    let kept = replaced;
+    Ok(response
+        .map_body(move |_, ours| KeepAlongside {
+            body: ours,
+            _kept: kept,
+        })
+        .map_into_boxed_body())
 }
 
 /// Whether the request asks for a WebSocket at all (`Upgrade: websocket`);
@@ -66,5 +80,29 @@ fn check_origin(request: &HttpRequest, allowed: &AllowedOrigins) -> Result<(), A
         Ok(())
     } else {
         Err(ApiError::ForbiddenOrigin(origin.to_owned()))
+    }
+}
+
+/// A response body that keeps something alive for as long as the body is:
+/// here actix-ws' unused writer, whose drop would end the frame reader.
+struct KeepAlongside<B, K> {
+    body: B,
+    _kept: K,
+}
+
+impl<B: actix_web::body::MessageBody + Unpin, K: Unpin> actix_web::body::MessageBody
+    for KeepAlongside<B, K>
+{
+    type Error = B::Error;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<bytes::Bytes, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_next(cx)
     }
 }

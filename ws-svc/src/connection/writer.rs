@@ -1,0 +1,123 @@
+//! The writer: the upgrade's response body (see the module docs of
+//! [`super`]).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::session::{SessionEvent, StreamSession};
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use wire::close;
+use wire::ws::ServerFrame;
+
+use super::{Liveness, Reply};
+use crate::frame;
+
+/// A client that has sent nothing (not even a pong) for this many heartbeats
+/// after a ping is presumed gone. Two, not one: the ping may wait behind a
+/// backlog of messages that a slow but healthy client is still reading.
+const PONG_TIMEOUT_HEARTBEATS: u32 = 2;
+
+struct Writer {
+    session: StreamSession,
+    replies: mpsc::Receiver<Reply>,
+    liveness: Arc<Liveness>,
+    pong_timeout: Duration,
+    /// When the oldest ping the client has not answered (with a pong or any
+    /// other frame) was sent, in the liveness clock's milliseconds.
+    unanswered_ping: Option<u64>,
+}
+
+/// What the writer does next.
+enum Next {
+    Write(Bytes),
+    /// Write this close frame, then end.
+    Close(Bytes),
+    /// The connection is gone (the reader ended with it): end.
+    End,
+}
+
+/// The writer, as the stream of bytes the HTTP server writes to the socket.
+pub(super) fn outgoing(
+    session: StreamSession,
+    replies: mpsc::Receiver<Reply>,
+    liveness: Arc<Liveness>,
+    heartbeat: Duration,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Unpin + 'static {
+    let writer = Writer {
+        session,
+        replies,
+        liveness,
+        pong_timeout: heartbeat * PONG_TIMEOUT_HEARTBEATS,
+        unanswered_ping: None,
+    };
+    Box::pin(futures_util::stream::unfold(
+        Some(writer),
+        |writer| async move {
+            let mut writer = writer?;
+            match writer.next().await {
+                Next::Write(bytes) => Some((Ok(bytes), Some(writer))),
+                Next::Close(bytes) => Some((Ok(bytes), None)),
+                Next::End => None,
+            }
+        },
+    ))
+}
+
+impl Writer {
+    async fn next(&mut self) -> Next {
+        loop {
+            // The reader's replies first: an answer should not wait behind a
+            // backlog of messages.
+            let next = tokio::select! {
+                biased;
+                reply = self.replies.recv() => match reply {
+                    Some(Reply::Frame(bytes)) => Some(Next::Write(bytes)),
+                    Some(Reply::Close(reason)) => Some(Next::Close(frame::close(reason))),
+                    None => Some(Next::End),
+                },
+                event = self.session.next() => self.on_session(event),
+            };
+            if let Some(next) = next {
+                return next;
+            }
+        }
+    }
+
+    fn on_session(&mut self, event: SessionEvent) -> Option<Next> {
+        match event {
+            SessionEvent::Message(entry) => Some(Next::Write(entry.frame().clone())),
+            SessionEvent::Gap(gap) => Some(Next::Write(frame::reply(&ServerFrame::<()>::Gap(gap)))),
+            SessionEvent::Heartbeat => self.on_heartbeat(),
+            SessionEvent::End(ending) => {
+                log::debug!(
+                    "closing a WebSocket at id {}: {}",
+                    self.session.cursor(),
+                    ending.goodbye().reason
+                );
+                Some(Next::Close(frame::close(frame::goodbye(ending.goodbye()))))
+            }
+        }
+    }
+
+    /// Pings, or closes a client that has not answered the last ping for
+    /// the pong timeout.
+    fn on_heartbeat(&mut self) -> Option<Next> {
+        let now = self.liveness.now();
+        match self.unanswered_ping {
+            Some(sent) if self.liveness.heard_since(sent) => self.unanswered_ping = None,
+            Some(sent) => {
+                let timeout = u64::try_from(self.pong_timeout.as_millis()).unwrap_or(u64::MAX);
+                if now.saturating_sub(sent) >= timeout {
+                    return Some(Next::Close(frame::close(frame::goodbye(close::NO_PONG))));
+                }
+                return Some(Next::Write(frame::ping()));
+            }
+            None => {}
+        }
+        self.unanswered_ping = Some(now);
+        Some(Next::Write(frame::ping()))
+    }
+}
