@@ -60,6 +60,16 @@ pub struct Service {
     pub routes: fn(&Env<'_>) -> Result<Routes, ConfigError>,
     /// The transport's own variables, for `--help`.
     pub env_help: &'static str,
+    /// How long a connection whose request was not read to the end waits,
+    /// after its answer, for the client to close first (so closing does
+    /// not reset the connection under an answer the client has not read).
+    /// Zero: close at once.
+    pub linger: Duration,
+}
+
+impl Service {
+    /// actix-web's own default: a second.
+    pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
 }
 
 /// A built, bound service, not yet running.
@@ -173,6 +183,7 @@ impl Application {
         // connection's request running.
         .h1_allow_half_closed(false)
         .backlog(LISTEN_BACKLOG)
+        .client_disconnect_timeout(service.linger)
         .shutdown_timeout(config.shutdown_timeout.as_secs())
         .shutdown_signal(shutdown.clone().cancelled_owned())
         .bind(&address)

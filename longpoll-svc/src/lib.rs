@@ -29,6 +29,7 @@ pub fn service() -> Service {
         framer: json_frame,
         routes: routes::configure,
         env_help: config::ENV_HELP,
+        linger: Service::DEFAULT_LINGER,
     }
 }
 

@@ -28,5 +28,6 @@ pub fn service() -> Service {
         framer: frame::message,
         routes: routes::configure,
         env_help: "",
+        linger: Service::DEFAULT_LINGER,
     }
 }

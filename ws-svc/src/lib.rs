@@ -29,5 +29,11 @@ pub fn service() -> Service {
         framer: frame::message,
         routes: routes::configure,
         env_help: config::ENV_HELP,
+        // A WebSocket's request is never read to the end (it is the
+        // socket), and its client, once closed, waits for the server to end
+        // the TCP connection (RFC 6455, 7.1.1): lingering would make every
+        // close take a second, and hold connections that long in a
+        // reconnect storm.
+        linger: std::time::Duration::ZERO,
     }
 }
