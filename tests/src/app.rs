@@ -74,7 +74,7 @@ impl AppBuilder {
         let server = tokio::spawn(app.run_until_stopped());
         let test_app = TestApp {
             base,
-            client: client(),
+            client: http_client(),
             shutdown,
             state,
             server: Some(server),
@@ -94,9 +94,10 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-/// An HTTP client for requests that end: a generous overall timeout, since
-/// long polls are held.
-pub fn client() -> reqwest::Client {
+/// A plain HTTP client, for requests a test makes by hand (to check a
+/// status, a header, a body to the byte): a generous overall timeout, since
+/// long polls are held and streams read for seconds.
+pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -205,7 +206,7 @@ impl TestApp {
 /// from 4 concurrent posters, as fast as they go; panics on any answer but
 /// `201`.
 pub async fn flood(base: &str, room: &str, count: usize, size: usize) {
-    let client = client();
+    let client = http_client();
     let text = "y".repeat(size);
     let posters = (0..4).map(|poster| {
         let (client, url, text) = (

@@ -83,7 +83,7 @@ impl Cluster {
 
     /// Waits until every running instance answers `/readyz` with `200`.
     pub async fn wait_ready(&self, within: Duration) {
-        let client = crate::app::client();
+        let client = crate::app::http_client();
         for base in self.all_bases() {
             eventually(within, &format!("{base} to be ready"), || async {
                 let response = client.get(format!("{base}/readyz")).send().await.ok()?;

@@ -70,7 +70,7 @@ impl Gateway {
             nginx,
             state,
         };
-        let client = crate::app::client();
+        let client = crate::app::http_client();
         eventually(Duration::from_secs(10), "the gateway to answer", || async {
             let response = client
                 .get(gateway.url("/gateway/healthz"))

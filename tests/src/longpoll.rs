@@ -38,7 +38,7 @@ pub struct LongPoller {
 impl LongPoller {
     pub fn new(base: &str, room: &str) -> Self {
         LongPoller {
-            client: crate::app::client(),
+            client: crate::app::http_client(),
             base: base.to_owned(),
             room: room.to_owned(),
         }

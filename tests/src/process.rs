@@ -147,7 +147,7 @@ impl ServiceProcess {
     }
 
     async fn wait_ready(&mut self, within: Duration) -> bool {
-        let client = crate::app::client();
+        let client = crate::app::http_client();
         let deadline = tokio::time::Instant::now() + within;
         while tokio::time::Instant::now() < deadline {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
@@ -165,7 +165,7 @@ impl ServiceProcess {
 
     /// The value of one series in its `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
-        crate::app::metric(&crate::app::client(), &self.base, name).await
+        crate::app::metric(&crate::app::http_client(), &self.base, name).await
     }
 
     /// Resident memory in bytes, from `/proc/<pid>/status`.

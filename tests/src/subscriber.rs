@@ -107,7 +107,7 @@ impl Subscriber {
             cursor: after,
             seen: Arc::clone(&seen),
             changed: Arc::clone(&changed),
-            poll_client: crate::app::client(),
+            poll_client: crate::app::http_client(),
             stream_client: crate::app::stream_client(),
         };
         let stopped = stop.clone();

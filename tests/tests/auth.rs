@@ -496,7 +496,7 @@ async fn an_event_stream_ends_at_expiry_and_a_fresh_token_resumes_without_loss()
         .await;
     let writer = Token::for_user("writer").hs256();
     let short = Token::for_user("reader").expires_in(2).hs256();
-    let client = chat_tests::app::stream_client();
+    let client = chat_tests::app::http_client();
     let mut stream =
         SseStream::open_with_token(&client, &app.base, "expiring", Resume::After(0), &short).await;
     assert_eq!(stream.status, 200);

@@ -226,7 +226,7 @@ async fn assert_refused_as_too_large(client: &reqwest::Client, gateway: &Gateway
 async fn the_gateway_routes_every_path_to_the_right_service() {
     let cluster = Cluster::start(1, &[]).await;
     let gateway = Gateway::start(&cluster).await;
-    let client = chat_tests::app::client();
+    let client = chat_tests::app::http_client();
 
     // The demo page.
     let page = client.get(gateway.url("/")).send().await.expect("sent");
@@ -318,7 +318,7 @@ async fn the_gateway_routes_every_path_to_the_right_service() {
 async fn with_services_down_the_gateway_fails_over_and_answers_in_the_api_shape() {
     let mut cluster = Cluster::start(1, &[]).await;
     let gateway = Gateway::start(&cluster).await;
-    let client = chat_tests::app::client();
+    let client = chat_tests::app::http_client();
     cluster.instance_mut(Transport::Sse, 0).kill();
     cluster.instance_mut(Transport::Ws, 0).kill();
 
@@ -384,7 +384,7 @@ async fn clients_behind_the_gateway_survive_losing_an_instance() {
         .flat_map(|&t| std::iter::repeat_n(t, 4))
         .map(|t| Subscriber::start(t, vec![gateway.base.clone()], "scaled", 0))
         .collect();
-    let client = chat_tests::app::client();
+    let client = chat_tests::app::http_client();
     let publish = |n: usize| {
         let (client, url) = (client.clone(), gateway.url("/rooms/scaled/messages"));
         async move {
@@ -489,7 +489,7 @@ async fn the_demo_page_sends_and_receives_over_every_transport() {
 
         // And a message from someone else, over HTTP.
         let other = format!("from elsewhere while on {transport}");
-        let response = chat_tests::app::client()
+        let response = chat_tests::app::http_client()
             .post(gateway.url("/rooms/general/messages"))
             .json(&json!({"author": "curl", "message": other}))
             .send()

@@ -31,7 +31,7 @@ struct Publisher {
 impl Publisher {
     async fn new(cluster: &Cluster, room: &str, index: usize) -> Self {
         Publisher {
-            client: chat_tests::app::client(),
+            client: chat_tests::app::http_client(),
             websocket: WsClient::connect(&cluster.base(Transport::Ws, index), room, None).await,
         }
     }
@@ -145,7 +145,7 @@ async fn six_concurrent_publishers_and_thirty_subscribers_see_one_identical_comp
                 Transport::Ws => Some(WsClient::connect(&base, "crowd", None).await),
                 _ => None,
             };
-            let client = chat_tests::app::client();
+            let client = chat_tests::app::http_client();
             for n in 0..PER_PUBLISHER {
                 let text = format!("{k}:{n}");
                 match websocket.as_mut() {
@@ -211,7 +211,7 @@ fn publish_steadily(
         .collect();
     let room = room.to_owned();
     tokio::spawn(async move {
-        let client = chat_tests::app::client();
+        let client = chat_tests::app::http_client();
         for n in 0..count {
             let url = format!("{}/rooms/{room}/messages", bases[n % bases.len()]);
             let response = client
@@ -331,7 +331,7 @@ async fn after_redis_loses_everything_services_recover_ids_continue_and_nobody_s
     cluster.redis.kill();
 
     // Publishes fail fast and store nothing.
-    let client = chat_tests::app::client();
+    let client = chat_tests::app::http_client();
     for transport in Transport::ALL {
         let started = Instant::now();
         let url = format!("{}/rooms/outage/messages", cluster.base(transport, 0));
@@ -431,7 +431,7 @@ async fn rooms_stay_isolated_under_load() {
     let posters = (0..ROOMS).map(|room| {
         let bases: Vec<String> = Transport::ALL.iter().map(|&t| cluster.base(t, 0)).collect();
         tokio::spawn(async move {
-            let client = chat_tests::app::client();
+            let client = chat_tests::app::http_client();
             for n in 0..PER_ROOM {
                 let url = format!("{}/rooms/room{room}/messages", bases[n % bases.len()]);
                 let body = json!({"message": format!("room{room} #{n}")});

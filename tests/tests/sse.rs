@@ -78,7 +78,7 @@ broker_tests!(
 
 async fn a_stream_has_the_exact_headers_and_starts_with_retry(backend: Backend) {
     let (_redis, app) = start(backend, |b| b).await;
-    let response = chat_tests::app::stream_client()
+    let response = chat_tests::app::http_client()
         .get(app.url("/rooms/lobby/events"))
         .header("accept-encoding", "gzip, br")
         .send()
@@ -156,7 +156,7 @@ async fn the_last_event_id_header_wins_over_the_query(backend: Backend) {
     let (_redis, app) = start(backend, |b| b).await;
     let sent = publish_many(&app, "lobby", "m", 6).await;
     wait_for_id(&app, "lobby", 6).await;
-    let response = chat_tests::app::stream_client()
+    let response = chat_tests::app::http_client()
         .get(app.url("/rooms/lobby/events?after=1&last_event_id=2"))
         .header("last-event-id", "4")
         .send()
@@ -222,7 +222,7 @@ async fn resume_while_a_poster_keeps_posting_has_no_gap_and_no_duplicate(backend
 
 async fn a_heartbeat_arrives_within_heartbeat_secs_plus_one(backend: Backend) {
     let (_redis, app) = start(backend, |b| b.var("HEARTBEAT_SECS", 1)).await;
-    let response = chat_tests::app::stream_client()
+    let response = chat_tests::app::http_client()
         .get(app.url("/rooms/quiet/events"))
         .send()
         .await
@@ -314,7 +314,7 @@ async fn a_cursor_ahead_of_the_room_gets_a_gap_event(backend: Backend) {
 
 async fn a_bad_cursor_gets_400(backend: Backend) {
     let (_redis, app) = start(backend, |b| b).await;
-    let client = chat_tests::app::client();
+    let client = chat_tests::app::http_client();
     let bad_header = client
         .get(app.url("/rooms/lobby/events"))
         .header("last-event-id", "abc")
@@ -388,7 +388,7 @@ async fn with_redis_down_a_stream_for_an_unknown_room_asks_the_browser_to_come_b
         .await;
     redis.kill();
 
-    let response = chat_tests::app::stream_client()
+    let response = chat_tests::app::http_client()
         .get(app.url("/rooms/never-seen/events"))
         .send()
         .await
@@ -459,7 +459,7 @@ async fn a_thousand_streams_each_get_a_burst_of_100_in_order() {
         .redis(&redis)
         .spawn()
         .await;
-    let client = chat_tests::app::stream_client();
+    let client = chat_tests::app::http_client();
     let mut streams = Vec::with_capacity(1000);
     for chunk in 0..10 {
         let opened = futures_util::future::join_all(
