@@ -1,12 +1,14 @@
 //! Test harness for the chat services: a real Redis per test, services
 //! started in-process on free ports (or as real processes, see
-//! [`process`]), and clients that behave like real ones.
+//! [`process`]), and the clients of the `chat-client` library (see
+//! [`client`]), which behave like real ones because they are.
 //!
 //! Nothing here skips a test: without `redis-server` on the machine the
 //! tests that need it fail, saying what to install.
 
 pub mod app;
 pub mod browser;
+pub mod client;
 pub mod cluster;
 pub mod gateway;
 pub mod longpoll;
@@ -15,6 +17,7 @@ pub mod raw;
 pub mod redis;
 pub mod redis_cluster;
 pub mod scenario;
+pub mod slow;
 pub mod sse;
 pub mod subscriber;
 pub mod token;
@@ -22,6 +25,7 @@ pub mod wait;
 pub mod ws;
 
 pub use app::{AppBuilder, TestApp};
+pub use chat_client::Transport;
 pub use redis::RedisServer;
 pub use wait::eventually;
 

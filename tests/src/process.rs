@@ -11,8 +11,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chat_client::Transport;
+
 use crate::redis::free_port;
 use crate::{RedisServer, eventually};
+
+/// The binary that serves `transport`.
+pub fn binary(transport: Transport) -> &'static str {
+    match transport {
+        Transport::LongPoll => "longpoll-svc",
+        Transport::Sse => "sse-svc",
+        Transport::Ws => "ws-svc",
+    }
+}
 
 /// A running service process. Killed (SIGKILL) when dropped, so a failing
 /// test leaves no orphan behind.
