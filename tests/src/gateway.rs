@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use chat_client::Transport;
+
 use crate::cluster::Cluster;
 use crate::eventually;
 use crate::redis::free_port;
-use crate::subscriber::Transport;
 
 #[derive(Debug)]
 pub struct Gateway {

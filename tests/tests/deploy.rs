@@ -6,11 +6,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
+use chat_client::Transport;
 use chat_tests::browser::Browser;
 use chat_tests::cluster::Cluster;
 use chat_tests::gateway::{Gateway, repository};
 use chat_tests::sse::{Resume, SseStream};
-use chat_tests::subscriber::{Subscriber, Transport};
+use chat_tests::subscriber::Subscriber;
 use chat_tests::ws::WsClient;
 use chat_tests::{eventually, ids};
 use common::Message;
@@ -382,7 +383,7 @@ async fn clients_behind_the_gateway_survive_losing_an_instance() {
     let subscribers: Vec<Subscriber> = Transport::ALL
         .iter()
         .flat_map(|&t| std::iter::repeat_n(t, 4))
-        .map(|t| Subscriber::start(t, vec![gateway.base.clone()], "scaled", 0))
+        .map(|t| Subscriber::start(t, &[&gateway.base], "scaled", 0))
         .collect();
     let client = chat_tests::app::http_client();
     let publish = |n: usize| {

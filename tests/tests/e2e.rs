@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use chat_client::{Disconnect, Gap, Transport};
 use chat_tests::cluster::Cluster;
-use chat_tests::subscriber::{Disconnection, Subscriber, Transport};
+use chat_tests::subscriber::Subscriber;
 use chat_tests::ws::WsClient;
 use chat_tests::{eventually, ids};
 use common::{Message, Via};
@@ -70,17 +71,20 @@ const EVERY_WAY: [Publish; 4] = [
     Publish::Frame,
 ];
 
-/// What a subscriber must have received: exactly ids 1..=count, in order.
+/// What a subscriber must have received: exactly ids 1..=count, in order,
+/// none of them sent twice.
 fn assert_complete(subscriber: &Subscriber, received: &[Message], count: u64) {
     let expected: Vec<u64> = (1..=count).collect();
     let got = ids(received);
+    let seen = subscriber.seen();
     assert!(
-        got == expected,
-        "{:?} subscriber: {} messages, first wrong at {:?}, gaps {:?}",
+        got == expected && seen.duplicates_dropped == 0,
+        "{} subscriber: {} messages, first wrong at {:?}, gaps {:?}, {} sent twice",
         subscriber.transport,
         got.len(),
         got.iter().zip(1..).find(|(id, n)| **id != *n),
-        subscriber.seen().gaps
+        seen.gaps,
+        seen.duplicates_dropped
     );
 }
 
@@ -91,7 +95,7 @@ async fn every_way_of_publishing_reaches_every_transport_on_other_instances_once
     // the first.
     let subscribers: Vec<Subscriber> = Transport::ALL
         .iter()
-        .map(|&t| Subscriber::start(t, vec![cluster.base(t, 1)], "matrix", 0))
+        .map(|&t| Subscriber::start(t, &[cluster.base(t, 1)], "matrix", 0))
         .collect();
     let mut publisher = Publisher::new(&cluster, "matrix", 0).await;
 
@@ -133,7 +137,7 @@ async fn six_concurrent_publishers_and_thirty_subscribers_see_one_identical_comp
     let subscribers: Vec<Subscriber> = Transport::ALL
         .iter()
         .flat_map(|&t| (0..10).map(move |i| (t, i % 2)))
-        .map(|(t, instance)| Subscriber::start(t, cluster.bases_from(t, instance), "crowd", 0))
+        .map(|(t, instance)| Subscriber::start(t, &cluster.bases_from(t, instance), "crowd", 0))
         .collect();
 
     // Two publishers per transport, one on each instance.
@@ -190,9 +194,10 @@ async fn six_concurrent_publishers_and_thirty_subscribers_see_one_identical_comp
         let received = subscriber.wait_for(total, WAIT).await;
         assert!(
             received == reference,
-            "a {:?} subscriber saw a different sequence",
+            "a {} subscriber saw a different sequence",
             subscriber.transport
         );
+        assert_complete(subscriber, &received, total as u64);
     }
 }
 
@@ -232,7 +237,7 @@ async fn clients_of_a_killed_instance_reconnect_elsewhere_and_miss_nothing() {
     let subscribers: Vec<Subscriber> = Transport::ALL
         .iter()
         .flat_map(|&t| std::iter::repeat_n(t, 3))
-        .map(|t| Subscriber::start(t, cluster.bases_from(t, 0), "survive", 0))
+        .map(|t| Subscriber::start(t, &cluster.bases_from(t, 0), "survive", 0))
         .collect();
     let publishing = publish_steadily(&cluster, 1, "survive", 300, Duration::from_millis(10));
     subscribers[0].wait_for(100, WAIT).await;
@@ -247,7 +252,7 @@ async fn clients_of_a_killed_instance_reconnect_elsewhere_and_miss_nothing() {
         assert_complete(subscriber, &received, 300);
         assert!(
             !subscriber.seen().disconnections.is_empty(),
-            "a {:?} subscriber never noticed its instance died",
+            "a {} subscriber never noticed its instance died",
             subscriber.transport
         );
     }
@@ -258,7 +263,7 @@ async fn a_terminated_instance_exits_within_5_s_and_tells_its_clients_to_reconne
     let mut cluster = Cluster::start(2, &[]).await;
     let subscribers: Vec<Subscriber> = Transport::ALL
         .iter()
-        .map(|&t| Subscriber::start(t, cluster.bases_from(t, 0), "restart", 0))
+        .map(|&t| Subscriber::start(t, &cluster.bases_from(t, 0), "restart", 0))
         .collect();
     for transport in Transport::ALL {
         let instance = cluster.instance(transport, 0);
@@ -288,13 +293,13 @@ async fn a_terminated_instance_exits_within_5_s_and_tells_its_clients_to_reconne
 
     // Each was told to go elsewhere in its transport's own way.
     for subscriber in &subscribers {
-        let expected = match subscriber.transport {
-            Transport::LongPoll => Disconnection::PollReleased,
-            Transport::Sse => Disconnection::StreamEnded,
-            Transport::Ws => Disconnection::Closed(1012),
-        };
+        let transport = subscriber.transport;
         subscriber
-            .wait_for_disconnection(WAIT, |how| *how == expected)
+            .wait_for_disconnection(WAIT, |why| match transport {
+                Transport::LongPoll => *why == Disconnect::PollReleased,
+                Transport::Sse => *why == Disconnect::StreamEnded,
+                Transport::Ws => matches!(why, Disconnect::Closed { code: 1012, .. }),
+            })
             .await;
     }
     publishing.await.expect("publisher");
@@ -310,7 +315,7 @@ async fn after_redis_loses_everything_services_recover_ids_continue_and_nobody_s
     let subscribers: Vec<Subscriber> = Transport::ALL
         .iter()
         .flat_map(|&t| [0, 1].map(|i| (t, i)))
-        .map(|(t, i)| Subscriber::start(t, vec![cluster.base(t, i)], "outage", 0))
+        .map(|(t, i)| Subscriber::start(t, &[cluster.base(t, i)], "outage", 0))
         .collect();
     let mut publisher = Publisher::new(&cluster, "outage", 0).await;
     for n in 0..10 {
@@ -402,14 +407,18 @@ async fn after_redis_loses_everything_services_recover_ids_continue_and_nobody_s
     // resuming from an old cursor there is told about the gap at once.
     for transport in Transport::ALL {
         let fresh = cluster.add(transport, &[]).await;
-        let late = Subscriber::start(transport, vec![cluster.base(transport, fresh)], "outage", 2);
+        let late = Subscriber::start(transport, &[cluster.base(transport, fresh)], "outage", 2);
         let received = late.wait_for(10, WAIT).await;
         assert_eq!(
             ids(&received),
             (11..=20).collect::<Vec<u64>>(),
             "{transport:?}"
         );
-        assert_eq!(late.seen().gaps, [(2, 11)], "{transport:?}");
+        let gap = Gap {
+            after: 2,
+            resume_from: 11,
+        };
+        assert_eq!(late.seen().gaps, [gap], "{transport:?}");
     }
 }
 
@@ -423,7 +432,7 @@ async fn rooms_stay_isolated_under_load() {
         .map(|(room, t)| {
             (
                 room,
-                Subscriber::start(t, vec![cluster.base(t, 0)], &format!("room{room}"), 0),
+                Subscriber::start(t, &[cluster.base(t, 0)], &format!("room{room}"), 0),
             )
         })
         .collect();
@@ -467,9 +476,13 @@ async fn rooms_stay_isolated_under_load() {
                 .map(|n| format!("{name} #{n}"))
                 .collect::<Vec<_>>()
         );
-        // And nothing more arrives later.
+        // And nothing more arrives later, nor anything again.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(subscriber.seen().messages.len(), PER_ROOM);
+        let seen = subscriber.seen();
+        assert_eq!(
+            (seen.messages.len(), seen.duplicates_dropped),
+            (PER_ROOM, 0)
+        );
     }
 }
 
@@ -512,7 +525,7 @@ async fn bad_input_at_volume_does_not_disturb_a_valid_subscriber() {
     const HALF_OPEN: usize = 200;
     let cluster = Cluster::start(1, &[]).await;
     let subscribers =
-        Transport::ALL.map(|t| Subscriber::start(t, vec![cluster.base(t, 0)], "steady", 0));
+        Transport::ALL.map(|t| Subscriber::start(t, &[cluster.base(t, 0)], "steady", 0));
     let ports: Vec<u16> = Transport::ALL
         .iter()
         .map(|&t| cluster.instance(t, 0).port)
