@@ -45,6 +45,20 @@ pub fn ids(messages: &[common::Message]) -> Vec<u64> {
     messages.iter().map(|message| message.id).collect()
 }
 
+/// Asserts `messages` are exactly ids `1..=count`, in order, without
+/// printing thousands of ids when they are not.
+pub fn assert_ids_1_to(messages: &[common::Message], count: u64, what: &str) {
+    let got = ids(messages);
+    let first_wrong = got.iter().zip(1..).find(|(id, expected)| **id != *expected);
+    assert!(
+        got.len() as u64 == count && first_wrong.is_none(),
+        "{what}: got {} messages (first {:?}, last {:?}), first out of place: {first_wrong:?}",
+        got.len(),
+        got.first(),
+        got.last()
+    );
+}
+
 /// Lets this test process hold thousands of sockets (the soft limit is
 /// often 1024).
 pub fn raise_fd_limit() {
@@ -78,5 +92,64 @@ macro_rules! broker_tests {
                 }
             }
         )+
+    };
+}
+
+/// Runs scenarios once per transport (and, where they take a [`Backend`],
+/// once per broker too):
+///
+/// ```ignore
+/// transport_tests! {
+///     name1: [sse, ws];
+///     name2: [longpoll, sse, ws] on every broker;
+/// }
+/// ```
+///
+/// turns `async fn name1(transport: Transport)` into the tests `name1::sse`
+/// and `name1::ws`, and `async fn name2(transport: Transport, backend:
+/// Backend)` into `name2::longpoll::redis`, `name2::longpoll::memory`, and
+/// so on.
+#[macro_export]
+macro_rules! transport_tests {
+    (@transport longpoll) => { $crate::Transport::LongPoll };
+    (@transport sse) => { $crate::Transport::Sse };
+    (@transport ws) => { $crate::Transport::Ws };
+    () => {};
+    ($name:ident: [$($transport:ident),+ $(,)?] on every broker; $($rest:tt)*) => {
+        mod $name {
+            $(
+                mod $transport {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn redis() {
+                        super::super::$name(
+                            $crate::transport_tests!(@transport $transport),
+                            $crate::Backend::Redis,
+                        )
+                        .await;
+                    }
+
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn memory() {
+                        super::super::$name(
+                            $crate::transport_tests!(@transport $transport),
+                            $crate::Backend::Memory,
+                        )
+                        .await;
+                    }
+                }
+            )+
+        }
+        $crate::transport_tests!($($rest)*);
+    };
+    ($name:ident: [$($transport:ident),+ $(,)?]; $($rest:tt)*) => {
+        mod $name {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $transport() {
+                    super::$name($crate::transport_tests!(@transport $transport)).await;
+                }
+            )+
+        }
+        $crate::transport_tests!($($rest)*);
     };
 }
