@@ -114,15 +114,6 @@ pub fn http_client() -> reqwest::Client {
         .expect("HTTP client builds")
 }
 
-/// An HTTP client for streams that last as long as the test: no overall
-/// timeout (tests bound each read instead).
-pub fn stream_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .expect("HTTP client builds")
-}
-
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)

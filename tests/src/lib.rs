@@ -11,18 +11,15 @@ pub mod browser;
 pub mod client;
 pub mod cluster;
 pub mod gateway;
-pub mod longpoll;
 pub mod process;
 pub mod raw;
 pub mod redis;
 pub mod redis_cluster;
 pub mod scenario;
 pub mod slow;
-pub mod sse;
 pub mod subscriber;
 pub mod token;
 pub mod wait;
-pub mod ws;
 
 pub use app::{AppBuilder, TestApp};
 pub use chat_client::Transport;

@@ -31,14 +31,6 @@ pub fn slow_socket(port: u16, request: &str, recv_buffer: usize) -> TcpStream {
     stream
 }
 
-/// A WebSocket upgrade request for `path`.
-pub fn websocket_upgrade(path: &str) -> String {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-}
-
 /// The request that opens the stream of `room` on `transport` (an event
 /// stream, or a WebSocket upgrade), replaying what follows `after` first.
 pub fn stream_request(transport: Transport, room: &str, after: Option<u64>) -> String {

@@ -6,13 +6,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use chat_client::Transport;
+use chat_client::{Publish, Resume, Transport};
 use chat_tests::browser::Browser;
+use chat_tests::client::{Receive, events, websocket};
 use chat_tests::cluster::Cluster;
 use chat_tests::gateway::{Gateway, repository};
-use chat_tests::sse::{Resume, SseStream};
 use chat_tests::subscriber::Subscriber;
-use chat_tests::ws::WsClient;
 use chat_tests::{eventually, ids};
 use common::Message;
 use serde_json::{Value, json};
@@ -241,8 +240,9 @@ async fn the_gateway_routes_every_path_to_the_right_service() {
 
     // An SSE stream through the gateway, open before anything is published:
     // events must come through live, not buffered.
-    let mut stream = SseStream::connect(&gateway.base, "gw", Resume::Live).await;
-    let mut websocket = WsClient::connect(&gateway.base, "gw", None).await;
+    let through_the_gateway = chat_tests::client::client(&gateway.base);
+    let mut stream = events(&through_the_gateway, "gw", Resume::Live).await;
+    let mut socket = websocket(&through_the_gateway, "gw", None).await;
 
     // Publish and history go to any service: over 30 posts, all three.
     let mut via = BTreeSet::new();
@@ -265,12 +265,13 @@ async fn the_gateway_routes_every_path_to_the_right_service() {
     }
     assert_eq!(via.len(), 3, "publishes spread over the services: {via:?}");
     assert_eq!(stream.messages(30, WAIT).await.len(), 30);
-    let acked = websocket
-        .publish("g1", "gw", "over the gateway's WebSocket")
-        .await;
-    assert_eq!(acked, 31);
+    let ack = socket
+        .publish(Publish::new("over the gateway's WebSocket").author("gw"))
+        .await
+        .expect("an ack");
+    assert_eq!(ack.id, 31);
     assert_eq!(
-        ids(&websocket.messages(31, WAIT).await),
+        ids(&socket.messages(31, WAIT).await),
         (1..=31).collect::<Vec<u64>>()
     );
     assert_eq!(stream.messages(1, WAIT).await[0].id, 31);

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use chat_client::{Disconnect, Gap, Transport};
+use chat_client::{Disconnect, Error, ErrorCode, Gap, Transport, WsConnection};
+use chat_tests::client::{client, websocket};
 use chat_tests::cluster::Cluster;
 use chat_tests::subscriber::Subscriber;
-use chat_tests::ws::WsClient;
 use chat_tests::{eventually, ids};
 use common::{Message, Via};
 use serde_json::json;
@@ -26,14 +26,15 @@ enum Publish {
 /// Publishes through every way in turn, on instance `index` of each.
 struct Publisher {
     client: reqwest::Client,
-    websocket: WsClient,
+    websocket: WsConnection,
 }
 
 impl Publisher {
     async fn new(cluster: &Cluster, room: &str, index: usize) -> Self {
+        let base = cluster.base(Transport::Ws, index);
         Publisher {
             client: chat_tests::app::http_client(),
-            websocket: WsClient::connect(&cluster.base(Transport::Ws, index), room, None).await,
+            websocket: websocket(&client(&base), room, None).await,
         }
     }
 
@@ -59,9 +60,20 @@ impl Publisher {
                 assert_eq!(response.status(), 201, "publish via {how:?}");
                 response.json::<Message>().await.expect("a Message").id
             }
-            Publish::Frame => self.websocket.publish(text, "e2e", text).await,
+            Publish::Frame => publish_frame(&mut self.websocket, "e2e", text).await,
         }
     }
+}
+
+/// Publishes `text` as `author` with a frame on `socket`; the acked id.
+async fn publish_frame(socket: &mut WsConnection, author: &str, text: &str) -> u64 {
+    let ack = socket
+        .publish(chat_client::Publish::new(text).author(author))
+        .await
+        .expect("an ack");
+    // The socket is for publishing: the room's messages are of no interest.
+    socket.discard_pending();
+    ack.id
 }
 
 const EVERY_WAY: [Publish; 4] = [
@@ -145,18 +157,16 @@ async fn six_concurrent_publishers_and_thirty_subscribers_see_one_identical_comp
         let (transport, instance) = (Transport::ALL[k / 2], k % 2);
         let base = cluster.base(transport, instance);
         tokio::spawn(async move {
-            let mut websocket = match transport {
-                Transport::Ws => Some(WsClient::connect(&base, "crowd", None).await),
+            let mut socket = match transport {
+                Transport::Ws => Some(websocket(&client(&base), "crowd", None).await),
                 _ => None,
             };
             let client = chat_tests::app::http_client();
             for n in 0..PER_PUBLISHER {
                 let text = format!("{k}:{n}");
-                match websocket.as_mut() {
-                    Some(websocket) => {
-                        websocket
-                            .publish(&text, &format!("publisher{k}"), &text)
-                            .await;
+                match socket.as_mut() {
+                    Some(socket) => {
+                        publish_frame(socket, &format!("publisher{k}"), &text).await;
                     }
                     None => {
                         let body = json!({"author": format!("publisher{k}"), "message": text});
@@ -349,14 +359,13 @@ async fn after_redis_loses_everything_services_recover_ids_continue_and_nobody_s
         assert_eq!(response.status(), 503, "{transport:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
     }
-    publisher
+    let refused = publisher
         .websocket
-        .send_json(json!({"type": "publish", "ref": "lost", "message": "lost"}))
+        .publish(chat_client::Publish::new("lost"))
         .await;
-    let refused = publisher.websocket.reply(Duration::from_secs(5)).await;
-    assert_eq!(
-        (refused["type"].as_str(), refused["error"].as_str()),
-        (Some("error"), Some("broker_unavailable"))
+    assert!(
+        matches!(&refused, Err(Error::Rejected(body)) if body.error == ErrorCode::BrokerUnavailable),
+        "{refused:?}"
     );
 
     // Redis comes back on the same port, empty, as a restarted cache would.
