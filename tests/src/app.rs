@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use actix_web::web::Data;
+use chat_client::Transport;
 use common::config::Env;
 use common::http::AppState;
 use common::{Application, Message, Service};
@@ -22,6 +23,15 @@ pub struct AppBuilder {
 }
 
 impl AppBuilder {
+    /// The service of `transport`.
+    pub fn for_transport(transport: Transport) -> Self {
+        Self::new(match transport {
+            Transport::LongPoll => longpoll_svc::service(),
+            Transport::Sse => sse_svc::service(),
+            Transport::Ws => ws_svc::service(),
+        })
+    }
+
     pub fn new(service: Service) -> Self {
         let vars = crate::TEST_DEFAULTS
             .into_iter()
@@ -74,7 +84,7 @@ impl AppBuilder {
         let server = tokio::spawn(app.run_until_stopped());
         let test_app = TestApp {
             base,
-            client: client(),
+            client: http_client(),
             shutdown,
             state,
             server: Some(server),
@@ -94,20 +104,12 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-/// An HTTP client for requests that end: a generous overall timeout, since
-/// long polls are held.
-pub fn client() -> reqwest::Client {
+/// A plain HTTP client, for requests a test makes by hand (to check a
+/// status, a header, a body to the byte): a generous overall timeout, since
+/// long polls are held and streams read for seconds.
+pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
-        .build()
-        .expect("HTTP client builds")
-}
-
-/// An HTTP client for streams that last as long as the test: no overall
-/// timeout (tests bound each read instead).
-pub fn stream_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
         .build()
         .expect("HTTP client builds")
 }
@@ -149,6 +151,27 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    /// Publishes `count` messages, `{prefix}1` and on, one after another;
+    /// the stored messages.
+    pub async fn publish_many(&self, room: &str, prefix: &str, count: usize) -> Vec<Message> {
+        publish_many(&self.base, room, prefix, count).await
+    }
+
+    /// Waits until this instance holds `id` in `room` (so a read that
+    /// follows sees it): the latest message of history is read from the
+    /// instance's own memory once it has it.
+    pub async fn wait_for_id(&self, room: &str, id: u64) {
+        eventually(
+            Duration::from_secs(5),
+            &format!("id {id} to reach the instance"),
+            || async {
+                let latest = self.history(room, "limit=1").await;
+                latest.last().is_some_and(|m| m.id >= id).then_some(())
+            },
+        )
+        .await;
     }
 
     /// `GET /rooms/{room}/history` with an optional query.
@@ -201,11 +224,27 @@ impl TestApp {
     }
 }
 
+/// Publishes `count` messages, `{prefix}1` and on, one after another, at
+/// the service at `base`; panics on any answer but `201`. The stored
+/// messages.
+pub async fn publish_many(base: &str, room: &str, prefix: &str, count: usize) -> Vec<Message> {
+    let client = http_client();
+    let url = format!("{base}/rooms/{room}/messages");
+    let mut sent = Vec::with_capacity(count);
+    for n in 1..=count {
+        let body = json!({"author": "alice", "message": format!("{prefix}{n}")});
+        let response = client.post(&url).json(&body).send().await.expect("sent");
+        assert_eq!(response.status(), 201, "publish in {room} failed");
+        sent.push(response.json().await.expect("a Message"));
+    }
+    sent
+}
+
 /// Posts `count` messages of `size` characters to `{base}/rooms/{room}/messages`
 /// from 4 concurrent posters, as fast as they go; panics on any answer but
 /// `201`.
 pub async fn flood(base: &str, room: &str, count: usize, size: usize) {
-    let client = client();
+    let client = http_client();
     let text = "y".repeat(size);
     let posters = (0..4).map(|poster| {
         let (client, url, text) = (

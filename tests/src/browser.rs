@@ -71,7 +71,7 @@ impl Browser {
                 .expect("chromedriver starts")
         };
         let server = format!("http://127.0.0.1:{port}");
-        let client = crate::app::client();
+        let client = crate::app::http_client();
         eventually(
             Duration::from_secs(15),
             "chromedriver to answer",

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use crate::process::ServiceProcess;
-use crate::subscriber::Transport;
+use chat_client::Transport;
+
+use crate::process::{ServiceProcess, binary};
 use crate::{RedisServer, eventually};
 
 #[derive(Debug)]
@@ -30,7 +31,7 @@ impl Cluster {
         let mut instances = Vec::new();
         for transport in Transport::ALL {
             let starting = (0..per_transport)
-                .map(|_| ServiceProcess::start(transport.binary(), Some(&redis), vars));
+                .map(|_| ServiceProcess::start(binary(transport), Some(&redis), vars));
             instances.push(futures_util::future::join_all(starting).await);
         }
         Cluster { redis, instances }
@@ -52,7 +53,7 @@ impl Cluster {
     /// Adds one more instance of `transport` (e.g. one started after an
     /// outage, knowing nothing); returns its index.
     pub async fn add(&mut self, transport: Transport, vars: &[(&str, String)]) -> usize {
-        let process = ServiceProcess::start(transport.binary(), Some(&self.redis), vars).await;
+        let process = ServiceProcess::start(binary(transport), Some(&self.redis), vars).await;
         let list = &mut self.instances[slot(transport)];
         list.push(process);
         list.len() - 1
@@ -83,7 +84,7 @@ impl Cluster {
 
     /// Waits until every running instance answers `/readyz` with `200`.
     pub async fn wait_ready(&self, within: Duration) {
-        let client = crate::app::client();
+        let client = crate::app::http_client();
         for base in self.all_bases() {
             eventually(within, &format!("{base} to be ready"), || async {
                 let response = client.get(format!("{base}/readyz")).send().await.ok()?;

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use chat_client::Transport;
+
 use crate::cluster::Cluster;
 use crate::eventually;
 use crate::redis::free_port;
-use crate::subscriber::Transport;
 
 #[derive(Debug)]
 pub struct Gateway {
@@ -70,7 +71,7 @@ impl Gateway {
             nginx,
             state,
         };
-        let client = crate::app::client();
+        let client = crate::app::http_client();
         eventually(Duration::from_secs(10), "the gateway to answer", || async {
             let response = client
                 .get(gateway.url("/gateway/healthz"))

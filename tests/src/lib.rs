@@ -1,27 +1,28 @@
 //! Test harness for the chat services: a real Redis per test, services
 //! started in-process on free ports (or as real processes, see
-//! [`process`]), and clients that behave like real ones.
+//! [`process`]), and the clients of the `chat-client` library (see
+//! [`client`]), which behave like real ones because they are.
 //!
 //! Nothing here skips a test: without `redis-server` on the machine the
 //! tests that need it fail, saying what to install.
 
 pub mod app;
 pub mod browser;
+pub mod client;
 pub mod cluster;
 pub mod gateway;
-pub mod longpoll;
 pub mod process;
 pub mod raw;
 pub mod redis;
 pub mod redis_cluster;
 pub mod scenario;
-pub mod sse;
+pub mod slow;
 pub mod subscriber;
 pub mod token;
 pub mod wait;
-pub mod ws;
 
 pub use app::{AppBuilder, TestApp};
+pub use chat_client::Transport;
 pub use redis::RedisServer;
 pub use wait::eventually;
 
@@ -39,6 +40,20 @@ pub const TEST_DEFAULTS: [(&str, &str); 4] = [
 /// The ids of `messages`, in their order.
 pub fn ids(messages: &[common::Message]) -> Vec<u64> {
     messages.iter().map(|message| message.id).collect()
+}
+
+/// Asserts `messages` are exactly ids `1..=count`, in order, without
+/// printing thousands of ids when they are not.
+pub fn assert_ids_1_to(messages: &[common::Message], count: u64, what: &str) {
+    let got = ids(messages);
+    let first_wrong = got.iter().zip(1..).find(|(id, expected)| **id != *expected);
+    assert!(
+        got.len() as u64 == count && first_wrong.is_none(),
+        "{what}: got {} messages (first {:?}, last {:?}), first out of place: {first_wrong:?}",
+        got.len(),
+        got.first(),
+        got.last()
+    );
 }
 
 /// Lets this test process hold thousands of sockets (the soft limit is
@@ -74,5 +89,64 @@ macro_rules! broker_tests {
                 }
             }
         )+
+    };
+}
+
+/// Runs scenarios once per transport (and, where they take a [`Backend`],
+/// once per broker too):
+///
+/// ```ignore
+/// transport_tests! {
+///     name1: [sse, ws];
+///     name2: [longpoll, sse, ws] on every broker;
+/// }
+/// ```
+///
+/// turns `async fn name1(transport: Transport)` into the tests `name1::sse`
+/// and `name1::ws`, and `async fn name2(transport: Transport, backend:
+/// Backend)` into `name2::longpoll::redis`, `name2::longpoll::memory`, and
+/// so on.
+#[macro_export]
+macro_rules! transport_tests {
+    (@transport longpoll) => { $crate::Transport::LongPoll };
+    (@transport sse) => { $crate::Transport::Sse };
+    (@transport ws) => { $crate::Transport::Ws };
+    () => {};
+    ($name:ident: [$($transport:ident),+ $(,)?] on every broker; $($rest:tt)*) => {
+        mod $name {
+            $(
+                mod $transport {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn redis() {
+                        super::super::$name(
+                            $crate::transport_tests!(@transport $transport),
+                            $crate::Backend::Redis,
+                        )
+                        .await;
+                    }
+
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn memory() {
+                        super::super::$name(
+                            $crate::transport_tests!(@transport $transport),
+                            $crate::Backend::Memory,
+                        )
+                        .await;
+                    }
+                }
+            )+
+        }
+        $crate::transport_tests!($($rest)*);
+    };
+    ($name:ident: [$($transport:ident),+ $(,)?]; $($rest:tt)*) => {
+        mod $name {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $transport() {
+                    super::$name($crate::transport_tests!(@transport $transport)).await;
+                }
+            )+
+        }
+        $crate::transport_tests!($($rest)*);
     };
 }

@@ -11,8 +11,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chat_client::Transport;
+
 use crate::redis::free_port;
 use crate::{RedisServer, eventually};
+
+/// The binary that serves `transport`.
+pub fn binary(transport: Transport) -> &'static str {
+    match transport {
+        Transport::LongPoll => "longpoll-svc",
+        Transport::Sse => "sse-svc",
+        Transport::Ws => "ws-svc",
+    }
+}
 
 /// A running service process. Killed (SIGKILL) when dropped, so a failing
 /// test leaves no orphan behind.
@@ -147,7 +158,7 @@ impl ServiceProcess {
     }
 
     async fn wait_ready(&mut self, within: Duration) -> bool {
-        let client = crate::app::client();
+        let client = crate::app::http_client();
         let deadline = tokio::time::Instant::now() + within;
         while tokio::time::Instant::now() < deadline {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
@@ -165,7 +176,7 @@ impl ServiceProcess {
 
     /// The value of one series in its `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
-        crate::app::metric(&crate::app::client(), &self.base, name).await
+        crate::app::metric(&crate::app::http_client(), &self.base, name).await
     }
 
     /// Resident memory in bytes, from `/proc/<pid>/status`.

@@ -2,13 +2,14 @@
 //! and publishes, replay idempotency keys, forge pub/sub payloads, or meet
 //! a Redis that lost data or memory. Real processes, real Redis.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use chat_tests::longpoll::{LongPoller, Poll};
+use chat_client::{Error, ErrorCode, Event, Gap, Poll, Publish, Resume, Transport};
+use chat_tests::app::publish_many;
+use chat_tests::client::{Receive, client, events, room, websocket, websocket_refusal};
 use chat_tests::process::ServiceProcess;
-use chat_tests::sse::{Resume, SseEvent, SseStream};
-use chat_tests::ws::WsClient;
+use chat_tests::raw::{RawWebSocket, exchange, stream_request};
 use chat_tests::{RedisServer, eventually, ids};
 use common::Message;
 use serde_json::{Value, json};
@@ -190,70 +191,65 @@ async fn connection_floods_are_refused_at_both_caps_while_existing_clients_keep_
     let ws = ServiceProcess::start("ws-svc", Some(&redis), &caps).await;
     let poll = ServiceProcess::start("longpoll-svc", Some(&redis), &caps).await;
 
-    // An existing client of each service, from its own address.
-    let mut watcher = SseStream::open(
-        &client_from("127.0.0.2"),
-        &sse.base,
-        "flooded",
-        Resume::After(0),
-    )
-    .await;
-    assert_eq!(watcher.status, 200);
+    // An existing client of the event stream service, from an address of
+    // its own (the library's clients connect from 127.0.0.1, which nothing
+    // else here holds a connection from).
+    let mut watcher = events(&client(&sse.base), "flooded", Resume::After(0)).await;
 
     // One address opens streams until refused: 429 at its own cap, as
-    // JSON, before any stream starts.
+    // JSON, before any stream starts. (Only the answers matter here, so
+    // these are plain requests, their bodies left unread.)
+    let open_from = |source: &reqwest::Client| {
+        source
+            .get(format!("{}/rooms/flooded/events", sse.base))
+            .send()
+    };
     let flooder = client_from("127.0.0.3");
     let mut held = Vec::new();
     for _ in 0..5 {
-        let stream = SseStream::open(&flooder, &sse.base, "flooded", Resume::Live).await;
-        assert_eq!(stream.status, 200);
+        let stream = open_from(&flooder).await.expect("sent");
+        assert_eq!(stream.status(), 200);
         held.push(stream);
     }
-    let refused = flooder
-        .get(format!("{}/rooms/flooded/events", sse.base))
-        .send()
-        .await
-        .expect("sent");
+    let refused = open_from(&flooder).await.expect("sent");
     assert_eq!(error_code(refused, 429).await, "too_many_connections");
 
     // Other addresses fill the instance: 503 once it holds 12, with
     // Retry-After.
     for n in 4..=9 {
-        let client = client_from(&format!("127.0.0.{n}"));
-        let stream = SseStream::open(&client, &sse.base, "flooded", Resume::Live).await;
-        if stream.status == 200 {
+        let stream = open_from(&client_from(&format!("127.0.0.{n}")))
+            .await
+            .expect("sent");
+        if stream.status() == 200 {
             held.push(stream);
         } else {
-            assert_eq!(stream.status, 503);
+            assert_eq!(stream.status(), 503);
             break;
         }
     }
     assert_eq!(held.len() + 1, 12, "the instance holds its cap");
-    let full = client_from("127.0.0.10")
-        .get(format!("{}/rooms/flooded/events", sse.base))
-        .send()
-        .await
-        .expect("sent");
+    let full = open_from(&client_from("127.0.0.10")).await.expect("sent");
     assert!(full.headers().contains_key("retry-after"));
     assert_eq!(error_code(full, 503).await, "too_many_connections");
 
     // A WebSocket upgrade and a held poll are refused the same way, before
     // the upgrade or the hold.
+    let ws_client = client(&ws.base);
     let mut ws_held = Vec::new();
     for _ in 0..5 {
-        ws_held.push(WsClient::connect(&ws.base, "flooded", None).await);
+        ws_held.push(websocket(&ws_client, "flooded", None).await);
     }
-    let refused = WsClient::connect_with(&chat_tests::ws::ws_url(&ws.base, "flooded", None), &[])
-        .await
-        .expect_err("over the per-client cap");
-    let tokio_tungstenite::tungstenite::Error::Http(response) = refused else {
-        panic!("refused with an HTTP answer, not {refused}");
-    };
-    assert_eq!(response.status(), 429);
+    let refusal = websocket_refusal(&ws_client, "flooded").await;
+    assert_eq!(refusal.status, 429, "over the per-client cap");
+    let poll_client = client(&poll.base);
     let pollers: Vec<_> = (0..5)
         .map(|_| {
-            let poller = LongPoller::new(&poll.base, "flooded");
-            tokio::spawn(async move { poller.poll(None, Duration::from_secs(20)).await })
+            let poll_client = poll_client.clone();
+            tokio::spawn(async move {
+                poll_client
+                    .poll(&room("flooded"), None, Duration::from_secs(20))
+                    .await
+            })
         })
         .collect();
     eventually(SECS, "five held polls", || async {
@@ -292,8 +288,8 @@ async fn connection_floods_are_refused_at_both_caps_while_existing_clients_keep_
         (sse.metric("chat_connected_clients").await == 1.0).then_some(())
     })
     .await;
-    let again = SseStream::open(&flooder, &sse.base, "flooded", Resume::Live).await;
-    assert_eq!(again.status, 200);
+    let again = open_from(&flooder).await.expect("sent");
+    assert_eq!(again.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,7 +302,7 @@ async fn one_publish_budget_per_client_is_shared_by_http_and_websocket() {
     )
     .await;
     let http = reqwest::Client::new();
-    let mut socket = WsClient::connect(&ws.base, "budget", None).await;
+    let mut socket = websocket(&client(&ws.base), "budget", None).await;
 
     // Three at once pass, whichever way they come...
     for n in 0..2 {
@@ -320,19 +316,15 @@ async fn one_publish_budget_per_client_is_shared_by_http_and_websocket() {
         .await;
         assert_eq!(response.status(), 201);
     }
-    socket.publish("third", "alice", "over ws").await;
-    // ...and the fourth is refused on both.
     socket
-        .send_json(json!({"type": "publish", "ref": "fourth", "message": "too many"}))
-        .await;
-    let reply = socket.reply(SECS).await;
-    assert_eq!(
-        (
-            reply["type"].as_str(),
-            reply["error"].as_str(),
-            reply["ref"].as_str()
-        ),
-        (Some("error"), Some("rate_limited"), Some("fourth"))
+        .publish(Publish::new("over ws").author("alice"))
+        .await
+        .expect("the third passes");
+    // ...and the fourth is refused on both (an error frame answering it).
+    let refused = socket.publish(Publish::new("too many")).await;
+    assert!(
+        matches!(&refused, Err(Error::Rejected(body)) if body.error == ErrorCode::RateLimited),
+        "{refused:?}"
     );
     let response = post(&http, &ws.base, "budget", json!({"message": "fifth"}), None).await;
     assert!(response.headers().contains_key("retry-after"));
@@ -391,8 +383,11 @@ async fn an_idempotency_key_stores_one_message_over_http_ws_and_across_services(
         assert_eq!(again.json::<Message>().await.expect("a message"), first);
     }
 
-    // WebSocket: the same key, acked with the first id and "replayed".
-    let mut socket = WsClient::connect(&ws.base, "once", None).await;
+    // WebSocket: the same key, acked with the first id and "replayed" (and
+    // without it the first time: read to the letter).
+    let mut socket = RawWebSocket::connect(&ws.base, "/rooms/once/ws", &[])
+        .await
+        .expect("the WebSocket upgrade");
     socket
         .send_json(json!({"type": "publish", "ref": "a", "message": "ws", "key": "k-2"}))
         .await;
@@ -465,7 +460,7 @@ async fn an_idempotency_key_stores_one_message_over_http_ws_and_across_services(
 async fn forged_pub_sub_payloads_are_dropped_and_the_ring_stays_intact() {
     let redis = RedisServer::start().await;
     let service = ServiceProcess::start_logged("sse-svc", Some(&redis), &[]).await;
-    let mut stream = SseStream::connect(&service.base, "forged", Resume::After(0)).await;
+    let mut stream = events(&client(&service.base), "forged", Resume::After(0)).await;
     let http = reqwest::Client::new();
     let first = post(
         &http,
@@ -530,73 +525,49 @@ async fn forged_pub_sub_payloads_are_dropped_and_the_ring_stays_intact() {
     );
 }
 
-/// Posts `count` messages in `room` on `base`.
-async fn publish_many(base: &str, room: &str, count: usize) -> Vec<Message> {
-    let http = reqwest::Client::new();
-    let mut sent = Vec::new();
-    for n in 1..=count {
-        let response = post(
-            &http,
-            base,
-            room,
-            json!({ "message": format!("m{n}") }),
-            None,
-        )
-        .await;
-        assert_eq!(response.status(), 201);
-        sent.push(response.json().await.expect("a message"));
-    }
-    sent
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hole_in_history_is_announced_as_a_gap_on_every_transport() {
     let redis = RedisServer::start().await;
     let poll = ServiceProcess::start("longpoll-svc", Some(&redis), &[]).await;
     let sse = ServiceProcess::start("sse-svc", Some(&redis), &[]).await;
     let ws = ServiceProcess::start("ws-svc", Some(&redis), &[]).await;
-    publish_many(&poll.base, "holed", 10).await;
+    publish_many(&poll.base, "holed", "m", 10).await;
     // Redis lost ids 4-6 (e.g. a failover), and the sequence went on.
     for id in ["4-0", "5-0", "6-0"] {
         redis.command(&["XDEL", "chat:{holed}:history", id]).await;
     }
 
     // Every transport resuming after 2: 3, then the gap, then 7..=10.
-    let Poll::Messages {
+    let poll_client = client(&poll.base);
+    let holed = room("holed");
+    let Ok(Poll::Messages {
         messages,
         cursor,
         gap,
-    } = LongPoller::new(&poll.base, "holed")
-        .poll(Some(2), SECS)
-        .await
+    }) = poll_client.poll(&holed, Some(2), SECS).await
     else {
         panic!("a poll after 2 is answered at once");
     };
     assert_eq!((ids(&messages), cursor, gap), (vec![3], 3, false));
-    let Poll::Messages { messages, gap, .. } = LongPoller::new(&poll.base, "holed")
-        .poll(Some(3), SECS)
-        .await
+    let Ok(Poll::Messages { messages, gap, .. }) = poll_client.poll(&holed, Some(3), SECS).await
     else {
         panic!("a poll after 3 is answered at once");
     };
     assert!(gap, "the hole is announced");
     assert_eq!(ids(&messages), [7, 8, 9, 10]);
 
-    let mut stream = SseStream::connect(&sse.base, "holed", Resume::After(2)).await;
+    let the_gap = Event::Gap(Gap {
+        after: 3,
+        resume_from: 7,
+    });
+    let mut stream = events(&client(&sse.base), "holed", Resume::After(2)).await;
     assert_eq!(ids(&stream.messages(1, SECS).await), [3]);
-    assert_eq!(
-        stream.next(SECS).await,
-        Some(SseEvent::Gap {
-            after: 3,
-            resume_from: 7
-        })
-    );
+    assert_eq!(stream.receive(SECS).await, the_gap);
     assert_eq!(ids(&stream.messages(4, SECS).await), [7, 8, 9, 10]);
 
-    let mut socket = WsClient::connect(&ws.base, "holed", Some(2)).await;
+    let mut socket = websocket(&client(&ws.base), "holed", Some(2)).await;
     assert_eq!(ids(&socket.messages(1, SECS).await), [3]);
-    let gap = socket.reply(SECS).await;
-    assert_eq!(gap, json!({"type": "gap", "after": 3, "resume_from": 7}));
+    assert_eq!(socket.receive(SECS).await, the_gap);
     assert_eq!(ids(&socket.messages(4, SECS).await), [7, 8, 9, 10]);
 }
 
@@ -604,7 +575,7 @@ async fn a_hole_in_history_is_announced_as_a_gap_on_every_transport() {
 async fn redis_out_of_memory_answers_503_with_retry_after_never_500() {
     let redis = RedisServer::start().await;
     let service = ServiceProcess::start("longpoll-svc", Some(&redis), &[]).await;
-    publish_many(&service.base, "full", 1).await;
+    publish_many(&service.base, "full", "m", 1).await;
     redis.command(&["CONFIG", "SET", "maxmemory", "1"]).await;
     redis
         .command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
@@ -650,8 +621,8 @@ async fn a_redis_password_never_reaches_the_logs() {
         &vars(&[("REDIS_URL", &url), ("RUST_LOG", "debug")]),
     )
     .await;
-    publish_many(&service.base, "secret", 2).await;
-    let _ = SseStream::connect(&service.base, "secret", Resume::After(0)).await;
+    publish_many(&service.base, "secret", "m", 2).await;
+    let _ = events(&client(&service.base), "secret", Resume::After(0)).await;
 
     let log = service.log();
     assert!(!log.is_empty(), "the service logged");
@@ -666,18 +637,9 @@ async fn a_web_socket_upgrade_over_a_cap_is_refused_before_upgrading() {
     let redis = RedisServer::start().await;
     let ws =
         ServiceProcess::start("ws-svc", Some(&redis), &vars(&[("MAX_CONNECTIONS", "1")])).await;
-    let first = WsClient::connect(&ws.base, "one", None).await;
-    let address: SocketAddr = ws
-        .base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("address");
-    let status = chat_tests::raw::exchange(
-        address.port(),
-        chat_tests::raw::websocket_upgrade("/rooms/one/ws").as_bytes(),
-        SECS,
-    )
-    .await;
+    let first = websocket(&client(&ws.base), "one", None).await;
+    let upgrade = stream_request(Transport::Ws, "one", None);
+    let status = exchange(ws.port, upgrade.as_bytes(), SECS).await;
     assert_eq!(status, 503);
-    first.close().await;
+    first.close().await.expect("closed");
 }

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
+use chat_client::{Client, Disconnect, Error, ErrorCode, Publish, Resume, SseEvent};
+use chat_tests::client::{Receive, client_builder, events, websocket, websocket_refusal};
 use chat_tests::process::ServiceProcess;
-use chat_tests::sse::{Resume, SseEvent, SseStream};
+use chat_tests::raw::RawWebSocket;
 use chat_tests::token::{SECRET, Token, key_file};
-use chat_tests::ws::{Ended, WsClient, ws_url};
 use chat_tests::{AppBuilder, RedisServer, TestApp, ids};
 use common::{Message, Service};
 use futures_util::StreamExt;
@@ -33,6 +34,15 @@ async fn with_auth(service: Service) -> TestApp {
 /// A token for `user` that the services of [`with_auth`] accept.
 fn token(user: &str) -> Token {
     Token::for_user(user).issuer("chat-tests").audience("chat")
+}
+
+/// A client of the service at `base` that presents `token` (as
+/// `Authorization: Bearer`, and as `?token=` on streams and sockets).
+fn client_with(base: &str, token: &str) -> Client {
+    client_builder(&[base])
+        .token(token)
+        .build()
+        .expect("a client")
 }
 
 /// How a request carries its token.
@@ -120,19 +130,18 @@ async fn status_of(app: &TestApp, route: Route, token: Option<&str>, carry: Carr
 
 /// The status a WebSocket upgrade gets (101 when it upgraded).
 async fn upgrade_status(app: &TestApp, token: Option<&str>, carry: Carry) -> u16 {
-    use tungstenite::client::IntoClientRequest;
-    let mut url = ws_url(&app.base, "lobby", None);
-    if let (Some(token), Carry::Query) = (token, carry) {
-        url.push_str(&format!("?token={token}"));
+    let mut path = "/rooms/lobby/ws".to_owned();
+    let mut authorization = None;
+    match (token, carry) {
+        (Some(token), Carry::Query) => path.push_str(&format!("?token={token}")),
+        (Some(token), Carry::Header) => authorization = Some(format!("Bearer {token}")),
+        (None, _) => {}
     }
-    let mut request = url.into_client_request().expect("request");
-    if let (Some(token), Carry::Header) = (token, carry) {
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header"),
-        );
-    }
-    match tokio_tungstenite::connect_async(request).await {
+    let headers: Vec<_> = authorization
+        .iter()
+        .map(|value| ("authorization", value.as_str()))
+        .collect();
+    match RawWebSocket::connect(&app.base, &path, &headers).await {
         Ok(_) => 101,
         Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
         Err(err) => panic!("upgrade failed without an answer: {err}"),
@@ -348,16 +357,8 @@ async fn room_patterns_decide_what_a_token_reads_and_publishes() {
         .expect("sent");
     assert_eq!(response.status(), 403);
     let ws = with_auth(ws_svc::service()).await;
-    let refused = WsClient::connect_with(
-        &format!("{}?token={scoped}", ws_url(&ws.base, "other", None)),
-        &[],
-    )
-    .await
-    .expect_err("a forbidden room");
-    let tungstenite::Error::Http(response) = refused else {
-        panic!("refused with an answer, not {refused}");
-    };
-    assert_eq!(response.status(), 403);
+    let refusal = websocket_refusal(&client_with(&ws.base, &scoped), "other").await;
+    assert_eq!(refusal.status, 403, "a forbidden room");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,40 +384,22 @@ async fn the_author_is_the_tokens_identity_over_post_and_websocket() {
     .await;
     assert_eq!(message["author"], "u-18");
 
-    let mut socket = WsClient::connect_with(
-        &format!("{}?token={named}", ws_url(&app.base, "lobby", None)),
-        &[],
-    )
-    .await
-    .expect("upgraded");
+    let mut socket = websocket(&client_with(&app.base, &named), "lobby", None).await;
     socket
-        .send_json(
-            json!({"type": "publish", "ref": 1, "author": "someone else", "message": "over ws"}),
-        )
-        .await;
+        .publish(Publish::new("over ws").author("someone else"))
+        .await
+        .expect("an ack");
     let received = socket.messages(1, SECS).await;
     assert_eq!(received[0].author, "Alice");
     assert_eq!(received[0].message, "over ws");
 
     // A read-only room refuses a WebSocket publish with an error frame.
     let reader = token("u-19").read(&["lobby"]).hs256();
-    let mut socket = WsClient::connect_with(
-        &format!("{}?token={reader}", ws_url(&app.base, "lobby", None)),
-        &[],
-    )
-    .await
-    .expect("a reader may connect");
-    socket
-        .send_json(json!({"type": "publish", "ref": "r", "message": "may I?"}))
-        .await;
-    let reply = socket.reply(SECS).await;
-    assert_eq!(
-        (
-            reply["type"].as_str(),
-            reply["error"].as_str(),
-            reply["ref"].as_str()
-        ),
-        (Some("error"), Some("forbidden_room"), Some("r"))
+    let mut socket = websocket(&client_with(&app.base, &reader), "lobby", None).await;
+    let refused = socket.publish(Publish::new("may I?")).await;
+    assert!(
+        matches!(&refused, Err(Error::Rejected(body)) if body.error == ErrorCode::ForbiddenRoom),
+        "{refused:?}"
     );
 }
 
@@ -496,10 +479,12 @@ async fn an_event_stream_ends_at_expiry_and_a_fresh_token_resumes_without_loss()
         .await;
     let writer = Token::for_user("writer").hs256();
     let short = Token::for_user("reader").expires_in(2).hs256();
-    let client = chat_tests::app::stream_client();
-    let mut stream =
-        SseStream::open_with_token(&client, &app.base, "expiring", Resume::After(0), &short).await;
-    assert_eq!(stream.status, 200);
+    let mut stream = events(
+        &client_with(&app.base, &short),
+        "expiring",
+        Resume::After(0),
+    )
+    .await;
     let first = publish_as(&app, "expiring", &writer, json!({"message": "before"}))
         .await
         .1;
@@ -507,12 +492,18 @@ async fn an_event_stream_ends_at_expiry_and_a_fresh_token_resumes_without_loss()
 
     // At `exp`, the stream says so and ends.
     let started = std::time::Instant::now();
-    assert_eq!(
-        stream.next(SECS).await,
-        Some(SseEvent::Expired),
-        "an `expired` event"
+    let expired = tokio::time::timeout(SECS, stream.next())
+        .await
+        .expect("in time");
+    assert!(
+        matches!(&expired, Ok(Some(SseEvent::Other { event, .. })) if event == chat_client::wire::sse::EXPIRED),
+        "an `expired` event: {expired:?}"
     );
-    assert_eq!(stream.next(SECS).await, None, "then the end");
+    let (messages, ended) = stream.until_end(SECS).await;
+    assert!(
+        messages.is_empty() && ended == Disconnect::StreamEnded,
+        "then the end: {messages:?}, {ended:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(4));
 
     // Published meanwhile, then a fresh token and the cursor: nothing lost.
@@ -520,14 +511,12 @@ async fn an_event_stream_ends_at_expiry_and_a_fresh_token_resumes_without_loss()
         .await
         .1;
     let fresh = Token::for_user("reader").hs256();
-    let cursor = stream.last_event_id.expect("a cursor");
+    let cursor = stream.last_event_id().expect("a cursor");
     assert_eq!(cursor, first["id"].as_u64().expect("an id"));
-    let mut resumed = SseStream::open_with_token(
-        &client,
-        &app.base,
+    let mut resumed = events(
+        &client_with(&app.base, &fresh),
         "expiring",
         Resume::Header(cursor),
-        &fresh,
     )
     .await;
     let received = resumed.messages(1, SECS).await;
@@ -544,31 +533,26 @@ async fn a_websocket_closes_with_4001_at_expiry_and_a_fresh_token_resumes_withou
         .await;
     let writer = Token::for_user("writer").hs256();
     let short = Token::for_user("reader").expires_in(2).hs256();
-    let mut socket = WsClient::connect_with(
-        &format!("{}&token={short}", ws_url(&app.base, "expiring", Some(0))),
-        &[],
-    )
-    .await
-    .expect("upgraded");
+    let mut socket = websocket(&client_with(&app.base, &short), "expiring", Some(0)).await;
     publish_as(&app, "expiring", &writer, json!({"message": "before"})).await;
     let seen = socket.messages(1, SECS).await;
 
-    let (_, ended) = socket.all_messages(SECS).await;
-    assert_eq!(ended, Ended::Closed(4001), "closed at expiry with 4001");
+    let (_, ended) = socket.until_end(SECS).await;
+    assert!(
+        matches!(ended, Disconnect::Closed { code: 4001, .. }),
+        "closed at expiry with 4001: {ended:?}"
+    );
 
     let missed = publish_as(&app, "expiring", &writer, json!({"message": "while away"}))
         .await
         .1;
     let fresh = Token::for_user("reader").hs256();
-    let mut resumed = WsClient::connect_with(
-        &format!(
-            "{}&token={fresh}",
-            ws_url(&app.base, "expiring", Some(seen[0].id))
-        ),
-        &[],
+    let mut resumed = websocket(
+        &client_with(&app.base, &fresh),
+        "expiring",
+        Some(seen[0].id),
     )
-    .await
-    .expect("upgraded again");
+    .await;
     let received = resumed.messages(1, SECS).await;
     assert_eq!(ids(&received), [missed["id"].as_u64().expect("an id")]);
 }

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use chat_tests::process::ServiceProcess;
+use chat_client::Transport;
+use chat_tests::process::{ServiceProcess, binary};
 use chat_tests::redis_cluster::RedisCluster;
-use chat_tests::subscriber::{Subscriber, Transport};
+use chat_tests::subscriber::Subscriber;
 use chat_tests::{RedisServer, eventually};
 use common::Message;
 use serde_json::json;
@@ -20,7 +21,7 @@ async fn services(cluster: &RedisCluster) -> Vec<(Transport, Vec<ServiceProcess>
     for transport in Transport::ALL {
         let mut instances = Vec::new();
         for _ in 0..2 {
-            instances.push(ServiceProcess::start(transport.binary(), None, &vars).await);
+            instances.push(ServiceProcess::start(binary(transport), None, &vars).await);
         }
         all.push((transport, instances));
     }
@@ -47,12 +48,17 @@ async fn publish(client: &reqwest::Client, base: &str, room: &str, text: &str) -
     .await
 }
 
-fn assert_in_order(seen: &[Message], expected: &[Message], who: &str) {
+/// Asserts `seen` (what `subscriber` received) is `expected`: every
+/// message once, in order, and none sent again or out of order (which the
+/// subscription drops, and counts).
+fn assert_in_order(subscriber: &Subscriber, seen: &[Message], expected: &[Message], who: &str) {
     let ids: Vec<u64> = seen.iter().map(|m| m.id).collect();
     assert!(
         ids.windows(2).all(|pair| pair[0] < pair[1]),
         "{who}: ids went backwards or repeated: {ids:?}"
     );
+    let dropped = subscriber.seen().duplicates_dropped;
+    assert_eq!(dropped, 0, "{who}: ids went backwards or repeated");
     assert_eq!(seen, expected, "{who}: every message once, in order");
 }
 
@@ -72,7 +78,7 @@ async fn every_transport_fans_out_across_instances_in_rooms_on_every_shard() {
             for instance in instances {
                 subscribers.push((
                     room.clone(),
-                    Subscriber::start(*transport, vec![instance.base.clone()], room, 0),
+                    Subscriber::start(*transport, &[&instance.base], room, 0),
                 ));
             }
         }
@@ -96,11 +102,8 @@ async fn every_transport_fans_out_across_instances_in_rooms_on_every_shard() {
     for (room, subscriber) in &subscribers {
         let expected = &sent[room];
         let seen = subscriber.wait_for(expected.len(), WITHIN).await;
-        assert_in_order(
-            &seen,
-            expected,
-            &format!("{:?} in {room}", subscriber.transport),
-        );
+        let who = format!("{} in {room}", subscriber.transport);
+        assert_in_order(subscriber, &seen, expected, &who);
     }
     let (_, sse) = &services[1];
     assert_eq!(
@@ -121,7 +124,7 @@ async fn an_instance_hears_only_the_rooms_its_clients_use() {
     ] {
         let listener = ServiceProcess::start("sse-svc", None, &vars).await;
         let publisher = ServiceProcess::start("longpoll-svc", None, &vars).await;
-        let watcher = Subscriber::start(Transport::Sse, vec![listener.base.clone()], "room-a", 0);
+        let watcher = Subscriber::start(Transport::Sse, &[&listener.base], "room-a", 0);
         eventually(WITHIN, "room A subscribed", || async {
             (listener.metric("chat_rooms_subscribed").await == 1.0).then_some(())
         })
@@ -159,9 +162,10 @@ async fn a_killed_master_fails_over_and_every_acknowledged_message_reaches_every
         .iter()
         .flat_map(|(transport, instances)| {
             let bases: Vec<String> = instances.iter().map(|i| i.base.clone()).collect();
+            let reversed: Vec<String> = bases.iter().rev().cloned().collect();
             [
-                Subscriber::start(*transport, bases.clone(), &room, 0),
-                Subscriber::start(*transport, bases.into_iter().rev().collect(), &room, 0),
+                Subscriber::start(*transport, &bases, &room, 0),
+                Subscriber::start(*transport, &reversed, &room, 0),
             ]
         })
         .collect();
@@ -201,10 +205,7 @@ async fn a_killed_master_fails_over_and_every_acknowledged_message_reaches_every
 
     for subscriber in &subscribers {
         let seen = subscriber.wait_for(acknowledged.len(), WITHIN).await;
-        assert_in_order(
-            &seen[..acknowledged.len()],
-            &acknowledged,
-            &format!("{:?}", subscriber.transport),
-        );
+        let who = subscriber.transport.to_string();
+        assert_in_order(subscriber, &seen[..acknowledged.len()], &acknowledged, &who);
     }
 }

@@ -6,12 +6,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
+use chat_client::{Publish, Resume, Transport};
 use chat_tests::browser::Browser;
+use chat_tests::client::{Receive, events, websocket};
 use chat_tests::cluster::Cluster;
 use chat_tests::gateway::{Gateway, repository};
-use chat_tests::sse::{Resume, SseStream};
-use chat_tests::subscriber::{Subscriber, Transport};
-use chat_tests::ws::WsClient;
+use chat_tests::subscriber::Subscriber;
 use chat_tests::{eventually, ids};
 use common::Message;
 use serde_json::{Value, json};
@@ -226,7 +226,7 @@ async fn assert_refused_as_too_large(client: &reqwest::Client, gateway: &Gateway
 async fn the_gateway_routes_every_path_to_the_right_service() {
     let cluster = Cluster::start(1, &[]).await;
     let gateway = Gateway::start(&cluster).await;
-    let client = chat_tests::app::client();
+    let client = chat_tests::app::http_client();
 
     // The demo page.
     let page = client.get(gateway.url("/")).send().await.expect("sent");
@@ -240,8 +240,9 @@ async fn the_gateway_routes_every_path_to_the_right_service() {
 
     // An SSE stream through the gateway, open before anything is published:
     // events must come through live, not buffered.
-    let mut stream = SseStream::connect(&gateway.base, "gw", Resume::Live).await;
-    let mut websocket = WsClient::connect(&gateway.base, "gw", None).await;
+    let through_the_gateway = chat_tests::client::client(&gateway.base);
+    let mut stream = events(&through_the_gateway, "gw", Resume::Live).await;
+    let mut socket = websocket(&through_the_gateway, "gw", None).await;
 
     // Publish and history go to any service: over 30 posts, all three.
     let mut via = BTreeSet::new();
@@ -264,12 +265,13 @@ async fn the_gateway_routes_every_path_to_the_right_service() {
     }
     assert_eq!(via.len(), 3, "publishes spread over the services: {via:?}");
     assert_eq!(stream.messages(30, WAIT).await.len(), 30);
-    let acked = websocket
-        .publish("g1", "gw", "over the gateway's WebSocket")
-        .await;
-    assert_eq!(acked, 31);
+    let ack = socket
+        .publish(Publish::new("over the gateway's WebSocket").author("gw"))
+        .await
+        .expect("an ack");
+    assert_eq!(ack.id, 31);
     assert_eq!(
-        ids(&websocket.messages(31, WAIT).await),
+        ids(&socket.messages(31, WAIT).await),
         (1..=31).collect::<Vec<u64>>()
     );
     assert_eq!(stream.messages(1, WAIT).await[0].id, 31);
@@ -318,7 +320,7 @@ async fn the_gateway_routes_every_path_to_the_right_service() {
 async fn with_services_down_the_gateway_fails_over_and_answers_in_the_api_shape() {
     let mut cluster = Cluster::start(1, &[]).await;
     let gateway = Gateway::start(&cluster).await;
-    let client = chat_tests::app::client();
+    let client = chat_tests::app::http_client();
     cluster.instance_mut(Transport::Sse, 0).kill();
     cluster.instance_mut(Transport::Ws, 0).kill();
 
@@ -382,9 +384,9 @@ async fn clients_behind_the_gateway_survive_losing_an_instance() {
     let subscribers: Vec<Subscriber> = Transport::ALL
         .iter()
         .flat_map(|&t| std::iter::repeat_n(t, 4))
-        .map(|t| Subscriber::start(t, vec![gateway.base.clone()], "scaled", 0))
+        .map(|t| Subscriber::start(t, &[&gateway.base], "scaled", 0))
         .collect();
-    let client = chat_tests::app::client();
+    let client = chat_tests::app::http_client();
     let publish = |n: usize| {
         let (client, url) = (client.clone(), gateway.url("/rooms/scaled/messages"));
         async move {
@@ -489,7 +491,7 @@ async fn the_demo_page_sends_and_receives_over_every_transport() {
 
         // And a message from someone else, over HTTP.
         let other = format!("from elsewhere while on {transport}");
-        let response = chat_tests::app::client()
+        let response = chat_tests::app::http_client()
             .post(gateway.url("/rooms/general/messages"))
             .json(&json!({"author": "curl", "message": other}))
             .send()

@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use chat_client::{Disconnect, Error, ErrorCode, Gap, Transport, WsConnection};
+use chat_tests::client::{client, websocket};
 use chat_tests::cluster::Cluster;
-use chat_tests::subscriber::{Disconnection, Subscriber, Transport};
-use chat_tests::ws::WsClient;
+use chat_tests::subscriber::Subscriber;
 use chat_tests::{eventually, ids};
 use common::{Message, Via};
 use serde_json::json;
@@ -25,14 +26,15 @@ enum Publish {
 /// Publishes through every way in turn, on instance `index` of each.
 struct Publisher {
     client: reqwest::Client,
-    websocket: WsClient,
+    websocket: WsConnection,
 }
 
 impl Publisher {
     async fn new(cluster: &Cluster, room: &str, index: usize) -> Self {
+        let base = cluster.base(Transport::Ws, index);
         Publisher {
-            client: chat_tests::app::client(),
-            websocket: WsClient::connect(&cluster.base(Transport::Ws, index), room, None).await,
+            client: chat_tests::app::http_client(),
+            websocket: websocket(&client(&base), room, None).await,
         }
     }
 
@@ -58,9 +60,20 @@ impl Publisher {
                 assert_eq!(response.status(), 201, "publish via {how:?}");
                 response.json::<Message>().await.expect("a Message").id
             }
-            Publish::Frame => self.websocket.publish(text, "e2e", text).await,
+            Publish::Frame => publish_frame(&mut self.websocket, "e2e", text).await,
         }
     }
+}
+
+/// Publishes `text` as `author` with a frame on `socket`; the acked id.
+async fn publish_frame(socket: &mut WsConnection, author: &str, text: &str) -> u64 {
+    let ack = socket
+        .publish(chat_client::Publish::new(text).author(author))
+        .await
+        .expect("an ack");
+    // The socket is for publishing: the room's messages are of no interest.
+    socket.discard_pending();
+    ack.id
 }
 
 const EVERY_WAY: [Publish; 4] = [
@@ -70,17 +83,20 @@ const EVERY_WAY: [Publish; 4] = [
     Publish::Frame,
 ];
 
-/// What a subscriber must have received: exactly ids 1..=count, in order.
+/// What a subscriber must have received: exactly ids 1..=count, in order,
+/// none of them sent twice.
 fn assert_complete(subscriber: &Subscriber, received: &[Message], count: u64) {
     let expected: Vec<u64> = (1..=count).collect();
     let got = ids(received);
+    let seen = subscriber.seen();
     assert!(
-        got == expected,
-        "{:?} subscriber: {} messages, first wrong at {:?}, gaps {:?}",
+        got == expected && seen.duplicates_dropped == 0,
+        "{} subscriber: {} messages, first wrong at {:?}, gaps {:?}, {} sent twice",
         subscriber.transport,
         got.len(),
         got.iter().zip(1..).find(|(id, n)| **id != *n),
-        subscriber.seen().gaps
+        seen.gaps,
+        seen.duplicates_dropped
     );
 }
 
@@ -91,7 +107,7 @@ async fn every_way_of_publishing_reaches_every_transport_on_other_instances_once
     // the first.
     let subscribers: Vec<Subscriber> = Transport::ALL
         .iter()
-        .map(|&t| Subscriber::start(t, vec![cluster.base(t, 1)], "matrix", 0))
+        .map(|&t| Subscriber::start(t, &[cluster.base(t, 1)], "matrix", 0))
         .collect();
     let mut publisher = Publisher::new(&cluster, "matrix", 0).await;
 
@@ -133,7 +149,7 @@ async fn six_concurrent_publishers_and_thirty_subscribers_see_one_identical_comp
     let subscribers: Vec<Subscriber> = Transport::ALL
         .iter()
         .flat_map(|&t| (0..10).map(move |i| (t, i % 2)))
-        .map(|(t, instance)| Subscriber::start(t, cluster.bases_from(t, instance), "crowd", 0))
+        .map(|(t, instance)| Subscriber::start(t, &cluster.bases_from(t, instance), "crowd", 0))
         .collect();
 
     // Two publishers per transport, one on each instance.
@@ -141,18 +157,16 @@ async fn six_concurrent_publishers_and_thirty_subscribers_see_one_identical_comp
         let (transport, instance) = (Transport::ALL[k / 2], k % 2);
         let base = cluster.base(transport, instance);
         tokio::spawn(async move {
-            let mut websocket = match transport {
-                Transport::Ws => Some(WsClient::connect(&base, "crowd", None).await),
+            let mut socket = match transport {
+                Transport::Ws => Some(websocket(&client(&base), "crowd", None).await),
                 _ => None,
             };
-            let client = chat_tests::app::client();
+            let client = chat_tests::app::http_client();
             for n in 0..PER_PUBLISHER {
                 let text = format!("{k}:{n}");
-                match websocket.as_mut() {
-                    Some(websocket) => {
-                        websocket
-                            .publish(&text, &format!("publisher{k}"), &text)
-                            .await;
+                match socket.as_mut() {
+                    Some(socket) => {
+                        publish_frame(socket, &format!("publisher{k}"), &text).await;
                     }
                     None => {
                         let body = json!({"author": format!("publisher{k}"), "message": text});
@@ -190,9 +204,10 @@ async fn six_concurrent_publishers_and_thirty_subscribers_see_one_identical_comp
         let received = subscriber.wait_for(total, WAIT).await;
         assert!(
             received == reference,
-            "a {:?} subscriber saw a different sequence",
+            "a {} subscriber saw a different sequence",
             subscriber.transport
         );
+        assert_complete(subscriber, &received, total as u64);
     }
 }
 
@@ -211,7 +226,7 @@ fn publish_steadily(
         .collect();
     let room = room.to_owned();
     tokio::spawn(async move {
-        let client = chat_tests::app::client();
+        let client = chat_tests::app::http_client();
         for n in 0..count {
             let url = format!("{}/rooms/{room}/messages", bases[n % bases.len()]);
             let response = client
@@ -232,7 +247,7 @@ async fn clients_of_a_killed_instance_reconnect_elsewhere_and_miss_nothing() {
     let subscribers: Vec<Subscriber> = Transport::ALL
         .iter()
         .flat_map(|&t| std::iter::repeat_n(t, 3))
-        .map(|t| Subscriber::start(t, cluster.bases_from(t, 0), "survive", 0))
+        .map(|t| Subscriber::start(t, &cluster.bases_from(t, 0), "survive", 0))
         .collect();
     let publishing = publish_steadily(&cluster, 1, "survive", 300, Duration::from_millis(10));
     subscribers[0].wait_for(100, WAIT).await;
@@ -247,7 +262,7 @@ async fn clients_of_a_killed_instance_reconnect_elsewhere_and_miss_nothing() {
         assert_complete(subscriber, &received, 300);
         assert!(
             !subscriber.seen().disconnections.is_empty(),
-            "a {:?} subscriber never noticed its instance died",
+            "a {} subscriber never noticed its instance died",
             subscriber.transport
         );
     }
@@ -258,7 +273,7 @@ async fn a_terminated_instance_exits_within_5_s_and_tells_its_clients_to_reconne
     let mut cluster = Cluster::start(2, &[]).await;
     let subscribers: Vec<Subscriber> = Transport::ALL
         .iter()
-        .map(|&t| Subscriber::start(t, cluster.bases_from(t, 0), "restart", 0))
+        .map(|&t| Subscriber::start(t, &cluster.bases_from(t, 0), "restart", 0))
         .collect();
     for transport in Transport::ALL {
         let instance = cluster.instance(transport, 0);
@@ -288,13 +303,13 @@ async fn a_terminated_instance_exits_within_5_s_and_tells_its_clients_to_reconne
 
     // Each was told to go elsewhere in its transport's own way.
     for subscriber in &subscribers {
-        let expected = match subscriber.transport {
-            Transport::LongPoll => Disconnection::PollReleased,
-            Transport::Sse => Disconnection::StreamEnded,
-            Transport::Ws => Disconnection::Closed(1012),
-        };
+        let transport = subscriber.transport;
         subscriber
-            .wait_for_disconnection(WAIT, |how| *how == expected)
+            .wait_for_disconnection(WAIT, |why| match transport {
+                Transport::LongPoll => *why == Disconnect::PollReleased,
+                Transport::Sse => *why == Disconnect::StreamEnded,
+                Transport::Ws => matches!(why, Disconnect::Closed { code: 1012, .. }),
+            })
             .await;
     }
     publishing.await.expect("publisher");
@@ -310,7 +325,7 @@ async fn after_redis_loses_everything_services_recover_ids_continue_and_nobody_s
     let subscribers: Vec<Subscriber> = Transport::ALL
         .iter()
         .flat_map(|&t| [0, 1].map(|i| (t, i)))
-        .map(|(t, i)| Subscriber::start(t, vec![cluster.base(t, i)], "outage", 0))
+        .map(|(t, i)| Subscriber::start(t, &[cluster.base(t, i)], "outage", 0))
         .collect();
     let mut publisher = Publisher::new(&cluster, "outage", 0).await;
     for n in 0..10 {
@@ -331,7 +346,7 @@ async fn after_redis_loses_everything_services_recover_ids_continue_and_nobody_s
     cluster.redis.kill();
 
     // Publishes fail fast and store nothing.
-    let client = chat_tests::app::client();
+    let client = chat_tests::app::http_client();
     for transport in Transport::ALL {
         let started = Instant::now();
         let url = format!("{}/rooms/outage/messages", cluster.base(transport, 0));
@@ -344,14 +359,13 @@ async fn after_redis_loses_everything_services_recover_ids_continue_and_nobody_s
         assert_eq!(response.status(), 503, "{transport:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
     }
-    publisher
+    let refused = publisher
         .websocket
-        .send_json(json!({"type": "publish", "ref": "lost", "message": "lost"}))
+        .publish(chat_client::Publish::new("lost"))
         .await;
-    let refused = publisher.websocket.reply(Duration::from_secs(5)).await;
-    assert_eq!(
-        (refused["type"].as_str(), refused["error"].as_str()),
-        (Some("error"), Some("broker_unavailable"))
+    assert!(
+        matches!(&refused, Err(Error::Rejected(body)) if body.error == ErrorCode::BrokerUnavailable),
+        "{refused:?}"
     );
 
     // Redis comes back on the same port, empty, as a restarted cache would.
@@ -402,14 +416,18 @@ async fn after_redis_loses_everything_services_recover_ids_continue_and_nobody_s
     // resuming from an old cursor there is told about the gap at once.
     for transport in Transport::ALL {
         let fresh = cluster.add(transport, &[]).await;
-        let late = Subscriber::start(transport, vec![cluster.base(transport, fresh)], "outage", 2);
+        let late = Subscriber::start(transport, &[cluster.base(transport, fresh)], "outage", 2);
         let received = late.wait_for(10, WAIT).await;
         assert_eq!(
             ids(&received),
             (11..=20).collect::<Vec<u64>>(),
             "{transport:?}"
         );
-        assert_eq!(late.seen().gaps, [(2, 11)], "{transport:?}");
+        let gap = Gap {
+            after: 2,
+            resume_from: 11,
+        };
+        assert_eq!(late.seen().gaps, [gap], "{transport:?}");
     }
 }
 
@@ -423,7 +441,7 @@ async fn rooms_stay_isolated_under_load() {
         .map(|(room, t)| {
             (
                 room,
-                Subscriber::start(t, vec![cluster.base(t, 0)], &format!("room{room}"), 0),
+                Subscriber::start(t, &[cluster.base(t, 0)], &format!("room{room}"), 0),
             )
         })
         .collect();
@@ -431,7 +449,7 @@ async fn rooms_stay_isolated_under_load() {
     let posters = (0..ROOMS).map(|room| {
         let bases: Vec<String> = Transport::ALL.iter().map(|&t| cluster.base(t, 0)).collect();
         tokio::spawn(async move {
-            let client = chat_tests::app::client();
+            let client = chat_tests::app::http_client();
             for n in 0..PER_ROOM {
                 let url = format!("{}/rooms/room{room}/messages", bases[n % bases.len()]);
                 let body = json!({"message": format!("room{room} #{n}")});
@@ -467,9 +485,13 @@ async fn rooms_stay_isolated_under_load() {
                 .map(|n| format!("{name} #{n}"))
                 .collect::<Vec<_>>()
         );
-        // And nothing more arrives later.
+        // And nothing more arrives later, nor anything again.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(subscriber.seen().messages.len(), PER_ROOM);
+        let seen = subscriber.seen();
+        assert_eq!(
+            (seen.messages.len(), seen.duplicates_dropped),
+            (PER_ROOM, 0)
+        );
     }
 }
 
@@ -512,7 +534,7 @@ async fn bad_input_at_volume_does_not_disturb_a_valid_subscriber() {
     const HALF_OPEN: usize = 200;
     let cluster = Cluster::start(1, &[]).await;
     let subscribers =
-        Transport::ALL.map(|t| Subscriber::start(t, vec![cluster.base(t, 0)], "steady", 0));
+        Transport::ALL.map(|t| Subscriber::start(t, &[cluster.base(t, 0)], "steady", 0));
     let ports: Vec<u16> = Transport::ALL
         .iter()
         .map(|&t| cluster.instance(t, 0).port)

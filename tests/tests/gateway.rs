@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chat_client::Transport;
 use chat_tests::cluster::Cluster;
 use chat_tests::gateway::Gateway;
-use chat_tests::subscriber::Transport;
 use chat_tests::wait::eventually;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

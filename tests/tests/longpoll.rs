@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use chat_tests::longpoll::{LongPoller, Poll};
+use chat_client::Poll;
+use chat_tests::client::{Receive, client, polls, room};
 use chat_tests::{AppBuilder, Backend, RedisServer, TestApp, broker_tests, eventually, ids};
 use common::Message;
 use serde_json::{Value, json};
 
-/// A longpoll-svc on `backend`; the Redis server (if any) must outlive it.
 /// A longpoll-svc on `backend` (the Redis, if any, must outlive it).
 async fn start(
     backend: Backend,
@@ -46,13 +46,17 @@ broker_tests!(
 
 async fn poll_receives_a_message_posted_while_it_waits(backend: Backend) {
     let (_redis, app) = start(backend, |b| b).await;
-    let poller = LongPoller::new(&app.base, "lobby");
-    let waiting = tokio::spawn(async move { poller.poll(Some(0), Duration::from_secs(10)).await });
+    let client = client(&app.base);
+    let waiting = tokio::spawn(async move {
+        client
+            .poll(&room("lobby"), Some(0), Duration::from_secs(10))
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let sent = app.publish("lobby", "alice", "hello").await;
 
-    match waiting.await.expect("poll task") {
+    match waiting.await.expect("poll task").expect("poll answered") {
         Poll::Messages {
             messages,
             cursor,
@@ -62,7 +66,7 @@ async fn poll_receives_a_message_posted_while_it_waits(backend: Backend) {
             assert_eq!(cursor, sent.id);
             assert!(!gap);
         }
-        Poll::Timeout => panic!("the poll timed out"),
+        other => panic!("the poll was answered without the message: {other:?}"),
     }
 }
 
@@ -71,12 +75,14 @@ async fn poll_answers_at_once_when_messages_are_waiting(backend: Backend) {
     for n in 1..=3 {
         app.publish("lobby", "alice", &format!("m{n}")).await;
     }
-    let poller = LongPoller::new(&app.base, "lobby");
+    let client = client(&app.base);
 
     let started = Instant::now();
-    let Poll::Messages {
+    let Ok(Poll::Messages {
         messages, cursor, ..
-    } = poller.poll(Some(1), Duration::from_secs(10)).await
+    }) = client
+        .poll(&room("lobby"), Some(1), Duration::from_secs(10))
+        .await
     else {
         panic!("expected messages");
     };
@@ -98,13 +104,17 @@ async fn poll_answers_at_once_when_messages_are_waiting(backend: Backend) {
 async fn poll_without_after_waits_for_the_next_message(backend: Backend) {
     let (_redis, app) = start(backend, |b| b).await;
     app.publish("lobby", "alice", "old").await;
-    let poller = LongPoller::new(&app.base, "lobby");
-    let waiting = tokio::spawn(async move { poller.poll(None, Duration::from_secs(10)).await });
+    let client = client(&app.base);
+    let waiting = tokio::spawn(async move {
+        client
+            .poll(&room("lobby"), None, Duration::from_secs(10))
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let sent = app.publish("lobby", "alice", "new").await;
 
-    let Poll::Messages { messages, .. } = waiting.await.expect("poll task") else {
+    let Ok(Poll::Messages { messages, .. }) = waiting.await.expect("poll task") else {
         panic!("timed out")
     };
     assert_eq!(messages, [sent]);
@@ -128,11 +138,13 @@ async fn poll_answers_204_within_the_timeout_plus_one_second(backend: Backend) {
     assert_eq!(response.headers()["cache-control"], "no-store");
     assert!(response.bytes().await.expect("body").is_empty());
 
-    let poller = LongPoller::new(&app.base, "lobby");
+    let client = client(&app.base);
     let started = Instant::now();
     assert!(matches!(
-        poller.poll(Some(0), Duration::from_secs(2)).await,
-        Poll::Timeout
+        client
+            .poll(&room("lobby"), Some(0), Duration::from_secs(2))
+            .await,
+        Ok(Poll::Timeout)
     ));
     let elapsed = started.elapsed();
     assert!(
@@ -143,11 +155,13 @@ async fn poll_answers_204_within_the_timeout_plus_one_second(backend: Backend) {
 
 async fn poll_timeout_is_capped_by_config(backend: Backend) {
     let (_redis, app) = start(backend, |b| b.var("LONGPOLL_TIMEOUT_SECS", 1)).await;
-    let poller = LongPoller::new(&app.base, "lobby");
+    let client = client(&app.base);
     let started = Instant::now();
     assert!(matches!(
-        poller.poll(Some(0), Duration::from_secs(30)).await,
-        Poll::Timeout
+        client
+            .poll(&room("lobby"), Some(0), Duration::from_secs(30))
+            .await,
+        Ok(Poll::Timeout)
     ));
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -158,9 +172,11 @@ async fn poll_timeout_is_capped_by_config(backend: Backend) {
 
 async fn a_poller_following_cursors_gets_500_concurrent_messages_once_in_order(backend: Backend) {
     let (_redis, app) = start(backend, |b| b).await;
-    let poller = LongPoller::new(&app.base, "busy");
-    let collecting =
-        tokio::spawn(async move { poller.collect(0, 500, Duration::from_secs(60)).await });
+    let mut poller = polls(&client(&app.base), "busy", 0);
+    let collecting = tokio::spawn(async move {
+        let received = poller.messages(500, Duration::from_secs(60)).await;
+        (received, poller.duplicates_dropped())
+    });
 
     let posters = (0..4).map(|poster| {
         let (client, url) = (app.client.clone(), app.url("/rooms/busy/messages"));
@@ -176,12 +192,13 @@ async fn a_poller_following_cursors_gets_500_concurrent_messages_once_in_order(b
         poster.await.expect("poster");
     }
 
-    let received = collecting.await.expect("collector");
+    let (received, duplicates) = collecting.await.expect("collector");
     assert_eq!(
         ids(&received),
         (1..=500).collect::<Vec<u64>>(),
         "exactly once, in order, contiguous"
     );
+    assert_eq!(duplicates, 0, "nothing sent twice");
     for poster in 0..4 {
         let own: Vec<&str> = received
             .iter()
@@ -201,18 +218,17 @@ async fn after_older_than_the_ring_is_served_from_history(backend: Backend) {
         b.var("HUB_RING_LEN", 5).var("HISTORY_LEN", 100)
     })
     .await;
-    for n in 1..=20 {
-        app.publish("lobby", "alice", &format!("m{n}")).await;
-    }
-    let poller = LongPoller::new(&app.base, "lobby");
+    app.publish_many("lobby", "m", 20).await;
     // Wait until this instance has heard of all 20 (the ring then holds 16-20).
-    let _ = poller.collect(19, 1, Duration::from_secs(5)).await;
+    app.wait_for_id("lobby", 20).await;
 
-    let Poll::Messages {
+    let Ok(Poll::Messages {
         messages,
         cursor,
         gap,
-    } = poller.poll(Some(2), Duration::from_secs(5)).await
+    }) = client(&app.base)
+        .poll(&room("lobby"), Some(2), Duration::from_secs(5))
+        .await
     else {
         panic!("expected messages");
     };
@@ -225,17 +241,17 @@ async fn after_older_than_the_ring_is_served_from_history(backend: Backend) {
 
 async fn after_older_than_history_answers_with_a_gap(backend: Backend) {
     let (_redis, app) = start(backend, |b| b.var("HUB_RING_LEN", 5).var("HISTORY_LEN", 10)).await;
-    for n in 1..=30 {
-        app.publish("lobby", "alice", &format!("m{n}")).await;
-    }
-    let poller = LongPoller::new(&app.base, "lobby");
-    let _ = poller.collect(29, 1, Duration::from_secs(5)).await;
+    app.publish_many("lobby", "m", 30).await;
+    app.wait_for_id("lobby", 30).await;
+    let client = client(&app.base);
 
-    let Poll::Messages {
+    let Ok(Poll::Messages {
         messages,
         cursor,
         gap,
-    } = poller.poll(Some(3), Duration::from_secs(5)).await
+    }) = client
+        .poll(&room("lobby"), Some(3), Duration::from_secs(5))
+        .await
     else {
         panic!("expected messages");
     };
@@ -260,8 +276,9 @@ async fn after_older_than_history_answers_with_a_gap(backend: Backend) {
     assert_eq!(cursor, 30);
     // From the new cursor on, no more gap.
     app.publish("lobby", "alice", "m31").await;
-    let Poll::Messages { messages, gap, .. } =
-        poller.poll(Some(cursor), Duration::from_secs(5)).await
+    let Ok(Poll::Messages { messages, gap, .. }) = client
+        .poll(&room("lobby"), Some(cursor), Duration::from_secs(5))
+        .await
     else {
         panic!("expected m31");
     };
@@ -272,16 +289,18 @@ async fn after_older_than_history_answers_with_a_gap(backend: Backend) {
 async fn after_beyond_the_last_id_answers_with_a_gap(backend: Backend) {
     let (_redis, app) = start(backend, |b| b).await;
     let first = app.publish("lobby", "alice", "one").await;
-    let poller = LongPoller::new(&app.base, "lobby");
+    let client = client(&app.base);
 
     // A cursor from the future (from before the room's ids started over:
     // Redis lost its data, or the room expired) must not wait for ids that
     // will never come, nor skip the room's messages since.
-    let Poll::Messages {
+    let Ok(Poll::Messages {
         messages,
         cursor,
         gap,
-    } = poller.poll(Some(500), Duration::from_secs(5)).await
+    }) = client
+        .poll(&room("lobby"), Some(500), Duration::from_secs(5))
+        .await
     else {
         panic!("a cursor ahead of the room must not be held");
     };
@@ -289,17 +308,16 @@ async fn after_beyond_the_last_id_answers_with_a_gap(backend: Backend) {
     assert!(gap);
     assert!(messages.is_empty());
     assert_eq!(cursor, 0, "resume before the room's oldest message");
-    let next = poller.collect(cursor, 1, Duration::from_secs(5)).await;
+    let next = polls(&client, "lobby", cursor)
+        .messages(1, Duration::from_secs(5))
+        .await;
     assert_eq!(next, [first]);
 }
 
 async fn history_returns_the_latest_or_those_after_a_cursor(backend: Backend) {
     let (_redis, app) = start(backend, |b| b.var("HUB_RING_LEN", 4)).await;
-    for n in 1..=60 {
-        app.publish("lobby", "alice", &format!("m{n}")).await;
-    }
-    let poller = LongPoller::new(&app.base, "lobby");
-    let _ = poller.collect(59, 1, Duration::from_secs(5)).await;
+    app.publish_many("lobby", "m", 60).await;
+    app.wait_for_id("lobby", 60).await;
 
     assert_eq!(
         ids(&app.history("lobby", "").await),
@@ -631,8 +649,12 @@ async fn errors_carry_cors_headers(backend: Backend) {
 
 async fn a_client_leaving_mid_poll_frees_its_wait(backend: Backend) {
     let (_redis, app) = start(backend, |b| b).await;
-    let poller = LongPoller::new(&app.base, "lobby");
-    let waiting = tokio::spawn(async move { poller.poll(Some(0), Duration::from_secs(30)).await });
+    let client = client(&app.base);
+    let waiting = tokio::spawn(async move {
+        client
+            .poll(&room("lobby"), Some(0), Duration::from_secs(30))
+            .await
+    });
     eventually(Duration::from_secs(5), "the poll to be held", || async {
         (app.metric("chat_connected_clients").await == 1.0).then_some(())
     })
@@ -650,22 +672,11 @@ async fn a_client_leaving_mid_poll_frees_its_wait(backend: Backend) {
 
 async fn shutdown_answers_held_polls_at_once(backend: Backend) {
     let (_redis, mut app) = start(backend, |b| b).await;
-    let poller = LongPoller::new(&app.base, "lobby");
+    let client = client(&app.base);
     let waiting = tokio::spawn(async move {
-        let response = poller
-            .client
-            .get(poller.url(Some(0), Duration::from_secs(30)))
-            .send()
-            .await;
-        let response = response.expect("answered");
-        let status = response.status().as_u16();
-        if status != 204 {
-            eprintln!(
-                "poll answered {status}: {}",
-                response.text().await.unwrap_or_default()
-            );
-        }
-        status
+        client
+            .poll(&room("lobby"), Some(0), Duration::from_secs(30))
+            .await
     });
     eventually(Duration::from_secs(5), "the poll to be held", || async {
         (app.metric("chat_connected_clients").await == 1.0).then_some(())
@@ -676,10 +687,10 @@ async fn shutdown_answers_held_polls_at_once(backend: Backend) {
     let stopping = app.shutdown_token();
     stopping.cancel();
 
-    assert_eq!(
-        waiting.await.expect("task"),
-        204,
-        "told to poll again (elsewhere)"
+    let answer = waiting.await.expect("task");
+    assert!(
+        matches!(answer, Ok(Poll::Released)),
+        "told to poll again, elsewhere (204 with Connection: close): {answer:?}"
     );
     assert!(
         started.elapsed() < Duration::from_secs(1),
@@ -702,13 +713,17 @@ async fn a_message_posted_on_one_instance_reaches_a_poller_on_another() {
         .redis(&redis)
         .spawn()
         .await;
-    let poller = LongPoller::new(&two.base, "lobby");
-    let waiting = tokio::spawn(async move { poller.poll(Some(0), Duration::from_secs(10)).await });
+    let client = client(&two.base);
+    let waiting = tokio::spawn(async move {
+        client
+            .poll(&room("lobby"), Some(0), Duration::from_secs(10))
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let sent = one.publish("lobby", "alice", "across instances").await;
 
-    let Poll::Messages { messages, .. } = waiting.await.expect("task") else {
+    let Ok(Poll::Messages { messages, .. }) = waiting.await.expect("task") else {
         panic!("timed out")
     };
     assert_eq!(messages, [sent]);
@@ -722,23 +737,28 @@ async fn redis_outage_gives_503s_keeps_pollers_and_recovers_without_a_restart() 
         .redis(&redis)
         .spawn()
         .await;
-    let poller = LongPoller::new(&app.base, "lobby");
+    let client = client(&app.base);
     // A client uses the room while `first` arrives, so this instance holds
     // it in memory when Redis goes.
     let waiting = {
-        let poller = poller.clone();
-        tokio::spawn(async move { poller.poll(Some(0), Duration::from_secs(10)).await })
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .poll(&room("lobby"), Some(0), Duration::from_secs(10))
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let first = app.publish("lobby", "alice", "before").await;
     assert!(matches!(
         waiting.await.expect("task"),
-        Poll::Messages { .. }
+        Ok(Poll::Messages { .. })
     ));
-    let held = {
-        let poller = poller.clone();
-        tokio::spawn(async move { poller.poll(Some(first.id), Duration::from_secs(30)).await })
-    };
+    let held = tokio::spawn(async move {
+        client
+            .poll(&room("lobby"), Some(first.id), Duration::from_secs(30))
+            .await
+    });
 
     redis.kill();
 
@@ -784,7 +804,7 @@ async fn redis_outage_gives_503s_keeps_pollers_and_recovers_without_a_restart() 
         first.id + 1,
         "ids continue without a gap, though Redis lost its data"
     );
-    let Poll::Messages { messages, .. } = held.await.expect("task") else {
+    let Ok(Poll::Messages { messages, .. }) = held.await.expect("task") else {
         panic!("held poll timed out")
     };
     assert_eq!(messages, std::slice::from_ref(&after));
@@ -800,8 +820,7 @@ async fn an_id_pub_sub_never_delivered_is_filled_from_history() {
         .spawn()
         .await;
     let first = app.publish("lobby", "alice", "one").await;
-    let poller = LongPoller::new(&app.base, "lobby");
-    let _ = poller.collect(0, 1, Duration::from_secs(5)).await;
+    app.wait_for_id("lobby", first.id).await;
 
     // Id 2 goes into history without being published, as if pub/sub had
     // dropped it; then id 3 arrives normally.
@@ -824,7 +843,9 @@ async fn an_id_pub_sub_never_delivered_is_filled_from_history() {
     let third = app.publish("lobby", "carol", "three").await;
     assert_eq!(third.id, 3);
 
-    let received = poller.collect(first.id, 2, Duration::from_secs(5)).await;
+    let received = polls(&client(&app.base), "lobby", first.id)
+        .messages(2, Duration::from_secs(5))
+        .await;
     assert_eq!(ids(&received), [2, 3]);
     assert_eq!(received[0].message, "lost on the wire");
 }

@@ -452,7 +452,8 @@ impl Rooms {
             .filter_map(|room| Some((room.unused_since()?, Arc::clone(room))))
             .collect();
         unused.sort_by_key(|(since, _)| *since);
-        let mut to_free = memory.used() - target;
+        // Read again: rooms freed since the check may have brought it under.
+        let mut to_free = memory.used().saturating_sub(target);
         let mut victims = HashSet::new();
         for (_, room) in &unused {
             if to_free == 0 {
