@@ -264,7 +264,9 @@ async fn a_browser_connects_with_a_token_in_the_url_and_is_refused_without_a_goo
     );
     let frames = browser
         .wait_for(
-            "window.frames.some((f) => f.type === 'ack') && window.frames",
+            // The ack and the message come in either order.
+            "window.frames.some((f) => f.type === 'ack') \
+             && window.frames.some((f) => f.type === 'message') && window.frames",
             WAIT,
         )
         .await;

@@ -18,6 +18,8 @@
 //!   than the room's sequence) is answered with an explicit [`Gap`].
 
 mod entry;
+mod group;
+mod relay;
 mod room;
 mod rooms;
 mod subscription;
@@ -30,8 +32,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use self::entry::{ClientSocket, Entry, Framed, Framer, Gap, Page, Socket};
+use self::relay::Relay;
 pub use self::room::HubMetrics;
-use self::room::{HubMemory, Policy};
+use self::room::{HubMemory, Policy, Wait};
 use self::rooms::Rooms;
 pub use self::subscription::{Delivery, Subscription, SubscriptionEnded};
 use crate::backoff::Backoff;
@@ -101,8 +104,14 @@ impl Hub {
             memory: HubMemory::new(settings.memory_budget, metrics.memory_bytes.clone()),
             metrics,
         };
-        let rooms = Arc::new(Rooms::new(broker, framer, policy, settings.room_idle));
         let stop = CancellationToken::new();
+        let rooms = Arc::new(Rooms::new(
+            broker,
+            framer,
+            policy,
+            settings.room_idle,
+            stop.clone(),
+        ));
         let resyncs = Arc::new(Resyncs::default());
         tokio::spawn(ingest(
             Arc::downgrade(&rooms),
@@ -192,17 +201,25 @@ impl Hub {
         Ok(by_id.into_values().skip(skip).collect())
     }
 
-    /// Resolves once the room holds a message with `id > after`.
+    /// Resolves once the room holds a message with `id > after` (or cannot
+    /// say where it stands: the caller's next read meets the error).
     /// Cancel-safe: dropping the future drops the wait and nothing else.
     pub async fn wait_beyond(&self, room: &RoomName, after: u64) {
-        let mut last_id = loop {
-            if let Some(receiver) = self.rooms.room(room).watch() {
-                break receiver;
+        let relay = Relay::current(&self.rooms);
+        let mut room = self.rooms.room(room);
+        let woken = loop {
+            if self.rooms.sync(&room).await.is_err() {
+                return;
+            }
+            match room.wait(&relay, after) {
+                Wait::Beyond => return,
+                Wait::Until(woken) => break woken,
+                Wait::Retired => room = self.rooms.room(&room.name),
             }
         };
-        // The sender lives as long as the room, which our receiver keeps in
-        // the hub (a watched room is never retired), so this cannot fail.
-        let _ = last_id.wait_for(|&last| last > after).await;
+        // The room holds the wait (a room with a wait is never retired), and
+        // wakes it with the next message.
+        let _ = woken.await;
     }
 
     /// Subscribes to a room's messages after `after` (or, without it, after

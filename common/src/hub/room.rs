@@ -1,5 +1,6 @@
 //! One room's state in one instance: the ring of recent messages, the last
-//! id, the streaming subscribers and the long-poll wake-up.
+//! id, and this instance's clients of it, grouped by the thread serving them
+//! (see [`Group`]).
 //!
 //! Invariant: the ring is contiguous. It holds exactly the ids
 //! `base + 1 ..= base + ring.len()`, so "does the ring cover `after`?" is one
@@ -16,16 +17,17 @@
 //! pointer copies and non-blocking queue pushes, never an `.await`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use prometheus::{IntCounter, IntGauge};
 
 use super::entry::{Entry, Socket};
+use super::group::{Group, Ring, SlotShared};
+use super::relay::Relay;
 use crate::message::RoomName;
 
 /// Counters the hub reports into `/metrics`.
@@ -100,9 +102,6 @@ pub(super) struct Policy {
 pub(super) struct Room {
     pub(super) name: RoomName,
     state: Mutex<RoomState>,
-    /// The room's last id, for long-poll waiters. `wait_for` looks at the
-    /// current value first, so no message slips between a read and a wait.
-    last_id: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -112,7 +111,9 @@ struct RoomState {
     synced: bool,
     base: u64,
     ring: VecDeque<Arc<Entry>>,
-    subscribers: Vec<Slot>,
+    /// This instance's clients of the room: streaming subscribers and held
+    /// polls, one group per relay (thread) serving them.
+    groups: Vec<Group>,
     /// Bytes of the entries in `ring`.
     ring_bytes: usize,
     /// Whether the broker was asked to let this instance hear the room's
@@ -146,35 +147,31 @@ impl RoomState {
         self.ring_bytes -= oldest.size();
         oldest.size()
     }
-}
 
-/// A streaming subscriber's end of the fan-out.
-#[derive(Debug)]
-struct Slot {
-    queue: mpsc::Sender<Arc<Entry>>,
-    shared: Arc<SlotShared>,
-    socket: Option<Socket>,
-}
-
-/// What a slot and its [`Subscription`](super::Subscription) both see.
-#[derive(Debug, Default)]
-pub(super) struct SlotShared {
-    /// Set when the slot is dropped for a full queue; cleared when the
-    /// subscriber notices (it drained the queue and joins again).
-    lagging: AtomicBool,
-    /// Messages the subscriber has taken from its queue: while it lags, a
-    /// count that stops moving for the slow-client timeout means the client
-    /// takes no data at all, and its connection is cut.
-    taken: AtomicU64,
-}
-
-impl SlotShared {
-    pub(super) fn noticed(&self) {
-        self.lagging.store(false, Ordering::Release);
+    /// Whether a client of this instance holds the room (a subscriber or a
+    /// held poll).
+    fn in_use(&mut self) -> bool {
+        self.groups.retain_mut(Group::is_in_use);
+        !self.groups.is_empty()
     }
 
-    pub(super) fn took_one(&self) {
-        self.taken.fetch_add(1, Ordering::Relaxed);
+    /// `relay`'s group, made if it has none.
+    fn group_of(&mut self, relay: &Arc<Relay>) -> &mut Group {
+        let index = match self.position_of(relay) {
+            Some(index) => index,
+            None => {
+                let last = self.last();
+                self.groups.push(Group::new(Arc::clone(relay), last));
+                self.groups.len() - 1
+            }
+        };
+        &mut self.groups[index]
+    }
+
+    fn position_of(&self, relay: &Arc<Relay>) -> Option<usize> {
+        self.groups
+            .iter()
+            .position(|group| Arc::ptr_eq(&group.relay, relay))
     }
 }
 
@@ -222,6 +219,17 @@ pub(super) enum RingRead {
     },
 }
 
+/// How a held poll waits.
+#[derive(Debug)]
+pub(super) enum Wait {
+    /// The room already holds a message beyond the cursor.
+    Beyond,
+    /// Woken by the next message.
+    Until(oneshot::Receiver<()>),
+    /// The room was retired or is not synced: look it up and sync again.
+    Retired,
+}
+
 impl Room {
     /// A new, unsynced room; its bookkeeping counts against `memory` until
     /// it is retired.
@@ -233,14 +241,13 @@ impl Room {
                 synced: false,
                 base: 0,
                 ring: VecDeque::new(),
-                subscribers: Vec::new(),
+                groups: Vec::new(),
                 ring_bytes: 0,
                 watched: true,
                 stale: false,
                 retired: false,
                 last_used: Instant::now(),
             }),
-            last_id: watch::Sender::new(0),
         }
     }
 
@@ -270,7 +277,6 @@ impl Room {
         if !state.synced {
             state.synced = true;
             state.base = sequence;
-            self.last_id.send_replace(sequence);
         }
     }
 
@@ -282,7 +288,7 @@ impl Room {
     /// gone from history and will never arrive. Subscribers see the jump
     /// and ask history, which tells them about the gap.
     pub(super) fn append(
-        &self,
+        self: &Arc<Self>,
         entry: &Arc<Entry>,
         policy: &Policy,
         if_behind: IfBehind,
@@ -306,6 +312,10 @@ impl Room {
             state.ring_bytes = 0;
             policy.memory.sub(freed);
             state.base = id - 1;
+            let base = state.base;
+            for group in &mut state.groups {
+                group.restart_at(base);
+            }
             self.push(&mut state, entry, policy);
             return Append::Restarted { last };
         }
@@ -313,28 +323,42 @@ impl Room {
         Append::Appended
     }
 
-    fn push(&self, state: &mut RoomState, entry: &Arc<Entry>, policy: &Policy) {
+    fn push(self: &Arc<Self>, state: &mut RoomState, entry: &Arc<Entry>, policy: &Policy) {
         state.ring.push_back(Arc::clone(entry));
         state.ring_bytes += entry.size();
         policy.memory.add(entry.size());
         if state.ring.len() > policy.ring_len {
             policy.memory.sub(state.pop_oldest());
         }
-        // Fan-out: one non-blocking push per subscriber. A full queue means a
-        // client that is not keeping up; it is dropped from the fan-out here
-        // and catches up from history on its own time (see Subscription).
-        state
-            .subscribers
-            .retain(|slot| match slot.queue.try_send(Arc::clone(entry)) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    policy.metrics.slow_clients.inc();
-                    slot.evict(policy);
-                    false
-                }
-                Err(TrySendError::Closed(_)) => false,
-            });
-        self.last_id.send_replace(entry.id());
+        // Fan-out: each thread serving clients of the room is told once,
+        // and hands out on its own (see Group).
+        for group in &mut state.groups {
+            if group.mark_pending() {
+                group.relay.enqueue(Arc::clone(self));
+            }
+        }
+    }
+
+    /// Hands `relay`'s clients what arrived since it last did (the relay
+    /// calls this on its thread).
+    pub(super) fn hand_out(&self, relay: &Arc<Relay>, policy: &Policy) {
+        let mut state = self.lock();
+        let Some(index) = state.position_of(relay) else {
+            return;
+        };
+        let RoomState {
+            ring, base, groups, ..
+        } = &mut *state;
+        let ring = Ring {
+            entries: ring,
+            base: *base,
+        };
+        groups[index].hand_out(&ring, policy);
+        // Held polls are answered once woken: a group left with no client
+        // is dropped rather than served on every message to come.
+        if !groups[index].is_in_use() {
+            groups.swap_remove(index);
+        }
     }
 
     pub(super) fn read(&self, after: u64, limit: usize) -> RingRead {
@@ -366,10 +390,11 @@ impl Room {
         Some(state.ring.iter().skip(skip).cloned().collect())
     }
 
-    /// Adds a streaming subscriber. `None` if the room was retired, or does
-    /// not know its position yet (sync it first).
+    /// Adds a streaming subscriber, served by `relay`. `None` if the room
+    /// was retired, or does not know its position yet (sync it first).
     pub(super) fn join(
         &self,
+        relay: &Arc<Relay>,
         policy: &Policy,
         socket: Option<Socket>,
     ) -> Option<(Arc<SlotShared>, mpsc::Receiver<Arc<Entry>>, u64)> {
@@ -378,34 +403,35 @@ impl Room {
             return None;
         }
         state.last_used = Instant::now();
-        let (queue, receiver) = mpsc::channel(policy.queue_len);
-        let shared = Arc::new(SlotShared::default());
-        state.subscribers.push(Slot {
-            queue,
-            shared: Arc::clone(&shared),
-            socket,
-        });
-        Some((shared, receiver, state.last()))
+        let last = state.last();
+        let (shared, receiver) = state.group_of(relay).join(policy.queue_len, socket, last);
+        Some((shared, receiver, last))
     }
 
-    pub(super) fn leave(&self, shared: &Arc<SlotShared>) {
+    pub(super) fn leave(&self, relay: &Arc<Relay>, shared: &Arc<SlotShared>) {
         let mut state = self.lock();
         state.last_used = Instant::now();
-        if let Some(index) = state
-            .subscribers
-            .iter()
-            .position(|slot| Arc::ptr_eq(&slot.shared, shared))
-        {
-            state.subscribers.swap_remove(index);
+        if let Some(index) = state.position_of(relay) {
+            state.groups[index].leave(shared);
+            if !state.groups[index].is_in_use() {
+                state.groups.swap_remove(index);
+            }
         }
     }
 
-    /// A receiver of the room's last id for a long-poll waiter. `None` if the
-    /// room was retired.
-    pub(super) fn watch(&self) -> Option<watch::Receiver<u64>> {
+    /// Holds a poll, served by `relay`, until the room has a message beyond
+    /// `after`. Looked at under the room's lock, so no message slips
+    /// between the poll's read and its wait.
+    pub(super) fn wait(&self, relay: &Arc<Relay>, after: u64) -> Wait {
         let mut state = self.lock();
+        if state.retired || !state.synced {
+            return Wait::Retired;
+        }
         state.last_used = Instant::now();
-        (!state.retired).then(|| self.last_id.subscribe())
+        if state.last() > after {
+            return Wait::Beyond;
+        }
+        Wait::Until(state.group_of(relay).wait())
     }
 
     /// Notes that a client of this instance used the room; if the room went
@@ -434,7 +460,7 @@ impl Room {
     /// room's lock) if no client holds it and none used it for `grace`.
     pub(super) fn unwatch_if_unused(&self, grace: Duration, unwatch: impl FnOnce()) {
         let mut state = self.lock();
-        let unused = state.subscribers.is_empty() && self.last_id.receiver_count() == 0;
+        let unused = !state.in_use();
         if state.watched && !state.retired && unused && state.last_used.elapsed() >= grace {
             state.watched = false;
             state.stale = true;
@@ -445,8 +471,8 @@ impl Room {
     /// Whether no client holds the room now (no subscriber, no held poll),
     /// and since when nobody used it.
     pub(super) fn unused_since(&self) -> Option<Instant> {
-        let state = self.lock();
-        let unused = state.subscribers.is_empty() && self.last_id.receiver_count() == 0;
+        let mut state = self.lock();
+        let unused = !state.in_use();
         unused.then_some(state.last_used)
     }
 
@@ -462,7 +488,7 @@ impl Room {
         unwatch: impl FnOnce(),
     ) -> bool {
         let mut state = self.lock();
-        let unused = state.subscribers.is_empty() && self.last_id.receiver_count() == 0;
+        let unused = !state.in_use();
         if !state.retired && unused && (force || state.last_used.elapsed() >= idle) {
             state.retired = true;
             memory.sub(state.ring_bytes + ROOM_OVERHEAD_BYTES);
@@ -491,42 +517,5 @@ impl Room {
     /// Bytes the ring holds.
     pub(super) fn ring_bytes(&self) -> usize {
         self.lock().ring_bytes
-    }
-}
-
-impl Slot {
-    /// Drops the subscriber from the fan-out (its queue closes once drained)
-    /// and, if the transport can cut its connection, cuts it should the
-    /// client take nothing from its queue for a whole slow-client timeout.
-    fn evict(&self, policy: &Policy) {
-        self.shared.lagging.store(true, Ordering::Release);
-        let Some(socket) = self.socket.clone() else {
-            return;
-        };
-        let shared = Arc::clone(&self.shared);
-        let disconnected = policy.metrics.slow_clients_disconnected.clone();
-        let stall = policy.slow_client_timeout;
-        tokio::spawn(async move {
-            // A client that reads, however slowly, shows progress: it takes
-            // messages from its queue, or (when the kernel's buffers are
-            // large and the server is not even asked for more) the bytes
-            // waiting for it change as it acknowledges them. One that shows
-            // neither for a whole timeout takes no data at all.
-            let progress = || (shared.taken.load(Ordering::Relaxed), socket.unsent_bytes());
-            let mut seen = progress();
-            loop {
-                tokio::time::sleep(stall).await;
-                if !shared.lagging.load(Ordering::Acquire) {
-                    return;
-                }
-                let now = progress();
-                if now == seen {
-                    disconnected.inc();
-                    socket.cut();
-                    return;
-                }
-                seen = now;
-            }
-        });
     }
 }

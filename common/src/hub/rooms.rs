@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use super::entry::{Entry, Framer, Gap, Page};
 use super::room::{Append, IfBehind, Policy, ROOM_OVERHEAD_BYTES, RingRead, Room};
@@ -43,6 +44,8 @@ pub(super) struct Rooms {
     pub(super) framer: Framer,
     pub(super) policy: Policy,
     room_idle: Duration,
+    /// Cancelled when the hub stops: its tasks (relays included) end.
+    pub(super) stop: CancellationToken,
 }
 
 impl Rooms {
@@ -51,6 +54,7 @@ impl Rooms {
         framer: Framer,
         policy: Policy,
         room_idle: Duration,
+        stop: CancellationToken,
     ) -> Self {
         Rooms {
             broker,
@@ -59,6 +63,7 @@ impl Rooms {
             framer,
             policy,
             room_idle,
+            stop,
         }
     }
 
@@ -140,7 +145,7 @@ impl Rooms {
 
     /// Makes sure the room knows its position, asking the broker if no
     /// message has told it yet, and that its ring is current.
-    pub(super) async fn sync(&self, room: &Room) -> Result<(), BrokerError> {
+    pub(super) async fn sync(&self, room: &Arc<Room>) -> Result<(), BrokerError> {
         if !room.is_synced() {
             let floor = self.remembered_floor(&room.name);
             let sequence = self.broker.sequence(&room.name, floor).await?;
@@ -288,7 +293,7 @@ impl Rooms {
 
     /// Delivers message `id` of a room not synced yet, as history has it,
     /// if history has it.
-    async fn accept_unchecked(&self, room: &Room, id: u64) {
+    async fn accept_unchecked(&self, room: &Arc<Room>, id: u64) {
         match self.fill(&room.name, id - 1, id).await {
             Some(stored) => {
                 let entries = stored
@@ -328,7 +333,7 @@ impl Rooms {
 
     /// Appends messages known to be in id order; where one does not follow
     /// on (its predecessors are gone from history), the ring starts over.
-    fn deliver_in_order(&self, room: &Room, entries: impl Iterator<Item = Arc<Entry>>) {
+    fn deliver_in_order(&self, room: &Arc<Room>, entries: impl Iterator<Item = Arc<Entry>>) {
         for entry in entries {
             if let Append::Restarted { last } = room.append(&entry, &self.policy, IfBehind::Restart)
             {
@@ -368,7 +373,7 @@ impl Rooms {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    async fn resync_room(&self, room: &Room) -> Result<(), BrokerError> {
+    async fn resync_room(&self, room: &Arc<Room>) -> Result<(), BrokerError> {
         let Some(last) = room.last() else {
             return Ok(());
         };

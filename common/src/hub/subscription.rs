@@ -22,7 +22,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::entry::{Entry, Gap, Page, Socket};
-use super::room::{Room, SlotShared};
+use super::group::SlotShared;
+use super::relay::Relay;
+use super::room::Room;
 use super::rooms::{READ_BATCH, Rooms};
 use crate::broker::BrokerError;
 
@@ -53,6 +55,8 @@ pub enum SubscriptionEnded {
 pub struct Subscription {
     hub: Arc<Rooms>,
     room: Arc<Room>,
+    /// Hands this subscriber its messages, on the thread it joined from.
+    relay: Arc<Relay>,
     slot: Arc<SlotShared>,
     queue: mpsc::Receiver<Arc<Entry>>,
     socket: Option<Socket>,
@@ -79,10 +83,12 @@ impl Subscription {
         after: Option<u64>,
         socket: Option<Socket>,
     ) -> Result<Self, BrokerError> {
-        let (room, slot, queue, last) = join(&hub, room, socket.clone()).await?;
+        let relay = Relay::current(&hub);
+        let (room, slot, queue, last) = join(&hub, &relay, room, socket.clone()).await?;
         Ok(Subscription {
             hub,
             room,
+            relay,
             slot,
             queue,
             socket,
@@ -169,9 +175,14 @@ impl Subscription {
     /// Joins the fan-out again after being dropped from it for a full queue.
     async fn rejoin(&mut self) -> Result<(), BrokerError> {
         self.slot.noticed();
-        self.room.leave(&self.slot);
-        let (room, slot, queue, _) =
-            join(&self.hub, Arc::clone(&self.room), self.socket.clone()).await?;
+        self.room.leave(&self.relay, &self.slot);
+        let (room, slot, queue, _) = join(
+            &self.hub,
+            &self.relay,
+            Arc::clone(&self.room),
+            self.socket.clone(),
+        )
+        .await?;
         (self.room, self.slot, self.queue) = (room, slot, queue);
         self.catching_up = true;
         self.lagged = true;
@@ -194,7 +205,7 @@ impl Drop for Subscription {
         // Stands down a slow-client timer that may be running: the
         // connection may live on for another request.
         self.slot.noticed();
-        self.room.leave(&self.slot);
+        self.room.leave(&self.relay, &self.slot);
     }
 }
 
@@ -206,12 +217,13 @@ type Joined = (Arc<Room>, Arc<SlotShared>, mpsc::Receiver<Arc<Entry>>, u64);
 /// again if it was retired meanwhile (the sweeper drops unused rooms).
 async fn join(
     hub: &Rooms,
+    relay: &Arc<Relay>,
     mut room: Arc<Room>,
     socket: Option<Socket>,
 ) -> Result<Joined, BrokerError> {
     loop {
         hub.sync(&room).await?;
-        if let Some((slot, queue, last)) = room.join(&hub.policy, socket.clone()) {
+        if let Some((slot, queue, last)) = room.join(relay, &hub.policy, socket.clone()) {
             return Ok((room, slot, queue, last));
         }
         room = hub.room(&room.name);

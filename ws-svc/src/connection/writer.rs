@@ -33,10 +33,31 @@ struct Writer {
 /// What the writer does next.
 enum Next {
     Write(Bytes),
-    /// Write this close frame, then end.
+    /// Write this close frame, then end (once the client answers it, see
+    /// [`CLOSE_HANDSHAKE_TIMEOUT`]).
     Close(Bytes),
     /// The connection is gone (the reader ended with it): end.
     End,
+}
+
+/// How long a close frame of the server's own (a goodbye, a silent
+/// client) waits for the client's answering close before the TCP
+/// connection ends anyway (RFC 6455, 7.1.1: the server ends it once the
+/// handshake is done). Ending it at once would leave a client that was
+/// still reading its backlog writing pongs into a reset connection, and
+/// never reading the close code that tells it how to reconnect.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the writer stands.
+enum State {
+    Open(Box<Writer>),
+    /// The close frame is written: wait (without the session, so the
+    /// client no longer counts, nor holds its room) for the client's close,
+    /// or the reader's end, or the timeout.
+    Closing {
+        replies: mpsc::Receiver<Reply>,
+        deadline: tokio::time::Instant,
+    },
 }
 
 /// The writer, as the stream of bytes the HTTP server writes to the socket.
@@ -54,16 +75,44 @@ pub(super) fn outgoing(
         unanswered_ping: None,
     };
     Box::pin(futures_util::stream::unfold(
-        Some(writer),
-        |writer| async move {
-            let mut writer = writer?;
-            match writer.next().await {
-                Next::Write(bytes) => Some((Ok(bytes), Some(writer))),
-                Next::Close(bytes) => Some((Ok(bytes), None)),
-                Next::End => None,
+        State::Open(Box::new(writer)),
+        |state| async move {
+            match state {
+                State::Open(mut writer) => match writer.next().await {
+                    Next::Write(bytes) => Some((Ok(bytes), State::Open(writer))),
+                    Next::Close(bytes) => {
+                        let closing = State::Closing {
+                            replies: writer.replies,
+                            deadline: tokio::time::Instant::now() + CLOSE_HANDSHAKE_TIMEOUT,
+                        };
+                        Some((Ok(bytes), closing))
+                    }
+                    Next::End => None,
+                },
+                State::Closing {
+                    mut replies,
+                    deadline,
+                } => {
+                    answered(&mut replies, deadline).await;
+                    None
+                }
             }
         },
     ))
+}
+
+/// Resolves when the client has answered the close (the reader queued its
+/// close, or ended with the connection), or at `deadline`. Nothing more is
+/// written after a close frame, so any other reply is dropped.
+async fn answered(replies: &mut mpsc::Receiver<Reply>, deadline: tokio::time::Instant) {
+    let answer = async {
+        while let Some(reply) = replies.recv().await {
+            if matches!(reply, Reply::Close(_)) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline, answer).await;
 }
 
 impl Writer {
