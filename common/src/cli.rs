@@ -111,9 +111,9 @@ pub async fn main(service: Service) -> ExitCode {
     }
 }
 
-/// Every client holds a socket (a streaming one, two descriptors: see
-/// `Disconnector`), and the usual soft limit of 1024 open files would cap an
-/// instance at a few hundred clients. Raise it to the hard limit.
+/// Every client holds a socket, and the usual soft limit of 1024 open files
+/// would cap an instance at about a thousand clients. Raise it to the hard
+/// limit.
 fn raise_open_files_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => log::debug!("open files limit: {limit}"),

@@ -29,9 +29,9 @@ use crate::publisher::Publisher;
 /// Descriptors kept free for what is not a client connection: the
 /// listener, Redis connections, logs, the runtime's own.
 const RESERVED_DESCRIPTORS: u64 = 256;
-/// Descriptors one streaming connection holds at most: its socket, and a
-/// duplicate the slow-client cut uses (see `http::Disconnector`).
-const DESCRIPTORS_PER_CONNECTION: u64 = 2;
+/// Descriptors one connection holds: its socket (the slow-client cut
+/// keeps its number, not a duplicate: see `http::Disconnector`).
+const DESCRIPTORS_PER_CONNECTION: u64 = 1;
 /// How often the per-address rate limiter forgets quiet addresses.
 const LIMITER_CLEANUP_EVERY: Duration = Duration::from_secs(60);
 /// Pending connections the kernel queues before the server accepts them;
