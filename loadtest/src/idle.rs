@@ -163,7 +163,7 @@ pub fn request(transport: Transport, host: &str, path: &str, room: &str, last: u
     match transport {
         Transport::Ws => format!(
             "GET {path}/rooms/{room}/ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: bG9hZHRlc3QgaWRsZSBrZXk=\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
              Sec-WebSocket-Version: 13\r\n\r\n"
         ),
         Transport::Sse => format!(
@@ -511,6 +511,13 @@ mod tests {
             "{ws}"
         );
         assert!(ws.contains("Upgrade: websocket") && ws.ends_with("\r\n\r\n"));
+        // RFC 6455: the key is 16 bytes in base64 (24 characters, "==" at
+        // the end); servers refuse any other with a 400.
+        let key = ws
+            .lines()
+            .find_map(|line| line.strip_prefix("Sec-WebSocket-Key: "))
+            .expect("a key");
+        assert!(key.len() == 24 && key.ends_with("=="), "{key}");
         let sse = request(Transport::Sse, "h", "/chat/", "r", 0);
         assert!(
             sse.starts_with("GET /chat/rooms/r/events HTTP/1.1\r\n"),
