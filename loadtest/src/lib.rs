@@ -4,17 +4,29 @@
 //!
 //! ```text
 //! loadtest sse --subscribers 1000 --rate 500 --duration 20
+//! loadtest ws --subscribers 2000 --rate 50 --server-pid 4242 --server-pid 4243
+//! loadtest sse --rooms 1000 --subscribers 3000 --rate 0 --publishers 16 --server-pid 4242
+//! loadtest ws --idle 19000 --server-pid 4242
 //! ```
 //!
-//! Publishers post at a fixed total rate, each message carrying the moment
-//! it was sent; subscribers compute the delivery latency on the same clock.
-//! Before and after, the service's `/metrics` give its memory and CPU use.
+//! Publishers post at a fixed total rate (or, with `--rate 0`, as fast as
+//! they are answered), each message carrying the moment it was sent;
+//! subscribers compute the delivery latency on the same clock. Before and
+//! after, the service's `/metrics` give its memory and CPU use; with
+//! `--server-pid` (the service, its Redis: any processes on this machine,
+//! so servers without `/metrics` too), `/proc` gives the CPU time they
+//! spent from the first publish to the last delivery, per delivery and per
+//! message. `--idle` holds connections instead and measures the server's
+//! memory per connection ([`idle`]).
 
+pub mod idle;
+pub mod process;
 pub mod publisher;
 pub mod report;
 pub mod server;
 pub mod subscriber;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -26,7 +38,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::publisher::PublishOver;
-use crate::report::Report;
+use crate::report::{CpuWindow, Report};
 use crate::subscriber::Counters;
 
 /// The longest a run may publish: load runs stop by themselves.
@@ -50,15 +62,39 @@ pub struct Cli {
     /// The room to use [default: a fresh one].
     #[arg(long)]
     pub room: Option<String>,
-    /// Clients receiving.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    /// Clients receiving (0: measure publishing alone).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=50_000))]
     pub subscribers: u32,
     /// Clients publishing.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub publishers: u32,
-    /// Messages per second, all publishers together.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// Messages per second, all publishers together; 0 = as fast as the
+    /// service answers (each publisher sends its next when answered).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub rate: u32,
+    /// Rooms to spread the load over: subscriber i follows room i mod N,
+    /// and publishers publish in every room in turn. With N > 1 the rooms
+    /// are named `<room>-0` .. `<room>-<N-1>`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rooms: u32,
+    /// A server process to measure from `/proc` (CPU time, resident
+    /// memory): the service, its Redis, the floor server. Repeat for each.
+    #[arg(long = "server-pid", value_name = "PID")]
+    pub server_pids: Vec<u32>,
+    /// Instead of delivering messages, hold this many idle connections of
+    /// the transport (streams, sockets, held polls) and report the server's
+    /// memory per connection. Needs `--server-pid`.
+    #[arg(long, value_name = "CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=200_000))]
+    pub idle: Option<u32>,
+    /// Local addresses to open idle connections from, in turn, e.g.
+    /// 127.0.0.1,127.0.0.2 (each has ~28,000 ports per server port)
+    /// [default: the system's choice].
+    #[arg(long, value_delimiter = ',', value_name = "IP,...")]
+    pub source_ip: Vec<IpAddr>,
+    /// Seconds to let the server settle once idle connections are open,
+    /// before reading its memory.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub settle: u64,
     /// Seconds to publish for.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_DURATION_SECS))]
     pub duration: u64,
@@ -112,7 +148,12 @@ pub fn target(cli: &Cli) -> String {
 /// Runs the load and reports. `Err` when the run could not happen at all
 /// (the service is unreachable, subscribers could not connect).
 pub async fn run(cli: &Cli, url: &str, room: &str) -> Result<Report, String> {
-    let room_name = RoomName::parse(room).map_err(|err| format!("room {room:?}: {err}"))?;
+    if cli.rooms > 1 && cli.publish_over == PublishOver::Ws {
+        return Err("--publish-over ws publishes in one room: use it without --rooms".into());
+    }
+    let rooms = room_names(room, cli.rooms)?;
+    // A wrong PID is an error now, not a missing figure at the end.
+    process::sample_all(&cli.server_pids)?;
     // One client for every subscriber and publisher: they share its
     // connection pool, as the clients of one program would.
     let client = Client::new(url).map_err(|err| format!("client: {err}"))?;
@@ -122,7 +163,10 @@ pub async fn run(cli: &Cli, url: &str, room: &str) -> Result<Report, String> {
         .map_err(|err| format!("HTTP client: {err}"))?;
     let metrics_url = cli.metrics_url.clone().unwrap_or_else(|| url.to_owned());
     let before = server::snapshot(&metrics, &metrics_url).await;
-    let start_after = server::last_id(&client, &room_name).await?;
+    let mut start_after = Vec::with_capacity(rooms.len());
+    for room in rooms.iter() {
+        start_after.push(server::last_id(&client, room).await?);
+    }
 
     let progress = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
@@ -135,12 +179,14 @@ pub async fn run(cli: &Cli, url: &str, room: &str) -> Result<Report, String> {
     let stop_subscribers = CancellationToken::new();
     let mut subscribers = Vec::new();
     for batch in (0..cli.subscribers).collect::<Vec<_>>().chunks(200) {
-        for _ in batch {
+        for &index in batch {
+            let room = index as usize % rooms.len();
             subscribers.push(subscriber::spawn(
                 client.clone(),
                 cli.transport,
-                room_name.clone(),
-                start_after,
+                rooms[room].clone(),
+                room,
+                start_after[room],
                 Arc::clone(&counters),
                 stop_subscribers.clone(),
             ));
@@ -169,11 +215,14 @@ pub async fn run(cli: &Cli, url: &str, room: &str) -> Result<Report, String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Then the publishers, for the given time.
+    // Then the publishers, for the given time; the server's CPU is
+    // measured from here to the last delivery.
+    let subscribers_by_room = report::subscribers_by_room(cli.subscribers, rooms.len());
+    let cpu_before = process::sample_all(&cli.server_pids)?;
     let started = Instant::now();
     let published = publisher::run(publisher::Plan {
         over: cli.publish_over,
-        room: room_name.clone(),
+        rooms: Arc::clone(&rooms),
         publishers: cli.publishers,
         rate: cli.rate,
         duration: Duration::from_secs(cli.duration),
@@ -181,13 +230,13 @@ pub async fn run(cli: &Cli, url: &str, room: &str) -> Result<Report, String> {
         client: client.clone(),
         counters: Arc::clone(&counters),
         progress: progress.clone(),
-        subscribers: u64::from(cli.subscribers),
+        subscribers: f64::from(cli.subscribers) / rooms.len() as f64,
     })
     .await;
     let publishing = started.elapsed();
 
     // Then wait for the last deliveries.
-    let expected = published.accepted * u64::from(cli.subscribers);
+    let expected = report::expected_deliveries(&published, &subscribers_by_room);
     let drain_deadline = Instant::now() + Duration::from_secs(cli.drain);
     while counters.delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
         progress.set_message(format!(
@@ -198,6 +247,8 @@ pub async fn run(cli: &Cli, url: &str, room: &str) -> Result<Report, String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = started.elapsed();
+    // Before the subscribers leave: their goodbyes are not the load.
+    let cpu_after = process::sample_all(&cli.server_pids)?;
     stop_subscribers.cancel();
     let mut results = Vec::with_capacity(subscribers.len());
     for subscriber in subscribers {
@@ -213,6 +264,7 @@ pub async fn run(cli: &Cli, url: &str, room: &str) -> Result<Report, String> {
         url: url.to_owned(),
         room: room.to_owned(),
         subscribers: cli.subscribers,
+        subscribers_by_room,
         publishers: cli.publishers,
         target_rate: cli.rate,
         size: cli.size,
@@ -222,5 +274,22 @@ pub async fn run(cli: &Cli, url: &str, room: &str) -> Result<Report, String> {
         results,
         before,
         after,
+        cpu: (!cli.server_pids.is_empty()).then(|| CpuWindow {
+            processes: process::Usage::all(&cpu_before, &cpu_after, process::ticks_per_second()),
+            seconds: elapsed.as_secs_f64(),
+        }),
     }))
+}
+
+/// The rooms of a run: `room` alone, or `room-0` .. `room-<n-1>`.
+pub fn room_names(room: &str, rooms: u32) -> Result<Arc<[RoomName]>, String> {
+    let names: Vec<String> = if rooms <= 1 {
+        vec![room.to_owned()]
+    } else {
+        (0..rooms).map(|index| format!("{room}-{index}")).collect()
+    };
+    names
+        .iter()
+        .map(|name| RoomName::parse(name).map_err(|err| format!("room {name:?}: {err}")))
+        .collect()
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use loadtest::{Cli, fresh_room, run, target};
+use loadtest::{Cli, fresh_room, idle, run, target};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -11,25 +11,33 @@ async fn main() -> ExitCode {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let url = target(&cli);
     let room = cli.room.clone().unwrap_or_else(fresh_room);
-    match run(&cli, &url, &room).await {
-        Ok(report) => {
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print!("{report}");
-            }
-            if report.complete() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
+    let outcome = if cli.idle.is_some() {
+        idle::run(&cli, &url, &room)
+            .await
+            .map(|report| (show(&cli, &report, report.to_string()), report.complete()))
+    } else {
+        run(&cli, &url, &room)
+            .await
+            .map(|report| (show(&cli, &report, report.to_string()), report.complete()))
+    };
+    match outcome {
+        Ok(((), true)) => ExitCode::SUCCESS,
+        Ok(((), false)) => ExitCode::from(1),
         Err(err) => {
             eprintln!("loadtest: {err}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Prints a report as JSON or text.
+fn show(cli: &Cli, report: &impl serde::Serialize, text: String) {
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        );
+    } else {
+        print!("{text}");
     }
 }

@@ -25,6 +25,8 @@ pub struct Counters {
 /// What one subscriber saw.
 #[derive(Debug)]
 pub struct Outcome {
+    /// The room's index in the run.
+    pub room: usize,
     pub received: u64,
     /// Messages the server sent at or below the cursor (seen twice, or out
     /// of order), which the subscription dropped.
@@ -101,7 +103,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn new(after: u64, counters: Arc<Counters>) -> Self {
+    fn new(room: usize, after: u64, counters: Arc<Counters>) -> Self {
         let latency = Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| {
             Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures are valid"))
         });
@@ -109,6 +111,7 @@ impl Tally {
             last: after,
             connections: 0,
             outcome: Outcome {
+                room,
                 received: 0,
                 duplicates: 0,
                 missing: 0,
@@ -159,11 +162,13 @@ impl Tally {
     }
 }
 
-/// Starts one subscriber of `room` after `after`; it runs until `stop`.
+/// Starts one subscriber of `room` (the run's room number `room_index`)
+/// after `after`; it runs until `stop`.
 pub fn spawn(
     client: Client,
     transport: Transport,
     room: RoomName,
+    room_index: usize,
     after: u64,
     counters: Arc<Counters>,
     stop: CancellationToken,
@@ -171,7 +176,7 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut subscription =
             client.subscribe_as::<Stamped>(transport, &room, Start::After(after));
-        let mut tally = Tally::new(after, counters);
+        let mut tally = Tally::new(room_index, after, counters);
         let stopped = stop.cancelled();
         tokio::pin!(stopped);
         loop {
@@ -209,7 +214,7 @@ mod tests {
 
     #[test]
     fn skipped_ids_count_as_missing_and_gaps_do_not() {
-        let mut tally = Tally::new(0, Arc::default());
+        let mut tally = Tally::new(0, 0, Arc::default());
         for id in [1, 2, 5] {
             tally.observe(Event::Message(Stamped { id, sent_at: None }));
         }

@@ -42,6 +42,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// Its process id (for `/proc`), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server at once (SIGKILL): connections drop, data is lost.
     pub fn kill(&mut self) {
         crate::process::kill_now(&mut self.child);
