@@ -41,9 +41,47 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// [`request_line`]), status, bytes, seconds.
 const ACCESS_LOG_FORMAT: &str = r#"%a "%{request}xi" %s %b %T"#;
 
+/// Mounts routes on one worker's app (or scope).
+pub type RouteFn = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
 /// A transport's own routes, with its own settings bound in, mounted beside
 /// the shared ones on every worker.
-pub type Routes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+#[derive(Clone)]
+pub struct Routes {
+    /// Under `/rooms/{room}` ([`http::ROOM_SCOPE`]), beside publish and
+    /// history; a route here is the path's tail, e.g. `/events`.
+    pub room: RouteFn,
+    /// Anywhere else (the seed's aliases).
+    pub other: Option<RouteFn>,
+}
+
+impl Routes {
+    /// Routes under `/rooms/{room}` only.
+    pub fn in_room(room: impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static) -> Self {
+        Routes {
+            room: Arc::new(room),
+            other: None,
+        }
+    }
+
+    /// And routes elsewhere.
+    #[must_use]
+    pub fn and_elsewhere(
+        mut self,
+        other: impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static,
+    ) -> Self {
+        self.other = Some(Arc::new(other));
+        self
+    }
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes")
+            .field("other", &self.other.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 /// What makes a service a particular transport.
 #[derive(Debug, Clone, Copy)]
@@ -172,7 +210,19 @@ impl Application {
                         .exclude("/readyz"),
                 )
                 .configure(http::routes)
-                .configure(|config| routes(config))
+                // One scope for every room route: matching a path with a
+                // `{room}` in it runs a regex, so a request runs one (the
+                // scope's), not one per room route tried before its own.
+                .service(
+                    web::scope(http::ROOM_SCOPE)
+                        .configure(http::room_routes)
+                        .configure(|config| (routes.room)(config)),
+                )
+                .configure(|config| {
+                    if let Some(other) = &routes.other {
+                        other(config);
+                    }
+                })
                 .default_service(web::to(http::not_found))
         })
         .on_connect(move |connection, data| {

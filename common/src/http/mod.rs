@@ -58,19 +58,28 @@ impl AppState {
     }
 }
 
-/// The routes every service serves: publish, history and operations.
-pub fn routes(config: &mut web::ServiceConfig) {
+/// Where every room's routes live; [`RoomPath`] reads the `{room}`.
+pub const ROOM_SCOPE: &str = "/rooms/{room}";
+
+/// The room routes every service serves, under [`ROOM_SCOPE`]: publish and
+/// history.
+pub fn room_routes(config: &mut web::ServiceConfig) {
     config
         .service(
-            web::resource("/rooms/{room}/messages")
+            web::resource("/messages")
                 .route(web::post().to(messages::publish))
                 .default_service(method_not_allowed("POST")),
         )
         .service(
-            web::resource("/rooms/{room}/history")
+            web::resource("/history")
                 .route(web::get().to(messages::history))
                 .default_service(method_not_allowed("GET")),
-        )
+        );
+}
+
+/// The operations routes every service serves.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
         .service(
             web::resource("/healthz")
                 .route(web::get().to(ops::healthz))

@@ -3,8 +3,6 @@
 mod poll;
 mod seed;
 
-use std::sync::Arc;
-
 use actix_web::web;
 use common::Routes;
 use common::config::{ConfigError, Env};
@@ -14,14 +12,17 @@ use crate::config::PollSettings;
 
 pub fn configure(env: &Env<'_>) -> Result<Routes, ConfigError> {
     let settings = web::Data::new(PollSettings::from(env)?);
-    Ok(Arc::new(move |config: &mut web::ServiceConfig| {
+    let in_room = settings.clone();
+    Ok(Routes::in_room(move |config: &mut web::ServiceConfig| {
+        config.app_data(in_room.clone()).service(
+            web::resource("/poll")
+                .route(web::get().to(poll::poll))
+                .default_service(method_not_allowed("GET")),
+        );
+    })
+    .and_elsewhere(move |config: &mut web::ServiceConfig| {
         config
             .app_data(settings.clone())
-            .service(
-                web::resource("/rooms/{room}/poll")
-                    .route(web::get().to(poll::poll))
-                    .default_service(method_not_allowed("GET")),
-            )
             .service(
                 web::resource("/get-messages")
                     .route(web::get().to(seed::get_messages))

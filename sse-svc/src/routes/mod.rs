@@ -2,8 +2,6 @@
 
 mod events;
 
-use std::sync::Arc;
-
 use actix_web::web;
 use common::Routes;
 use common::config::{ConfigError, Env};
@@ -11,9 +9,9 @@ use common::http::method_not_allowed;
 
 /// sse-svc has no settings of its own beyond the shared ones.
 pub fn configure(_: &Env<'_>) -> Result<Routes, ConfigError> {
-    Ok(Arc::new(|config: &mut web::ServiceConfig| {
+    Ok(Routes::in_room(|config: &mut web::ServiceConfig| {
         config.service(
-            web::resource("/rooms/{room}/events")
+            web::resource("/events")
                 .route(web::get().to(events::events))
                 .default_service(method_not_allowed("GET")),
         );

@@ -2,8 +2,6 @@
 
 mod upgrade;
 
-use std::sync::Arc;
-
 use actix_web::web;
 use common::Routes;
 use common::config::{ConfigError, Env};
@@ -13,9 +11,9 @@ use crate::config::WsSettings;
 
 pub fn configure(env: &Env<'_>) -> Result<Routes, ConfigError> {
     let settings = web::Data::new(WsSettings::from(env)?);
-    Ok(Arc::new(move |config: &mut web::ServiceConfig| {
+    Ok(Routes::in_room(move |config: &mut web::ServiceConfig| {
         config.app_data(settings.clone()).service(
-            web::resource("/rooms/{room}/ws")
+            web::resource("/ws")
                 .route(web::get().to(upgrade::upgrade))
                 .default_service(method_not_allowed("GET")),
         );
