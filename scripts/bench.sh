@@ -28,6 +28,8 @@
 #   rooms:    ROOMS [1000]  ROOM_SUBSCRIBERS [3]  ROOM_PUBLISHERS [16]
 #   idle:     IDLE_CONNECTIONS [19000]  SOURCE_IPS [127.0.0.1,127.0.0.2]
 #   FLOOR_THREADS [1]  (the floor's runtime threads)
+#   PRODUCT_BIN_DIR [target/release]  the services to measure, e.g. an
+#     earlier commit's release build, to compare before and after
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -53,6 +55,7 @@ PUBLISHERS=${PUBLISHERS:-4}
 RATE=${RATE:-500}
 DURATION=${DURATION:-10}
 SIZE=${SIZE:-100}
+PRODUCT_BIN_DIR=${PRODUCT_BIN_DIR:-target/release}
 TRANSPORTS=${TRANSPORTS:-longpoll sse ws}
 SUBSCRIBER_COUNTS=${SUBSCRIBER_COUNTS:-200 2000}
 ROOMS=${ROOMS:-1000}
@@ -101,7 +104,7 @@ for transport in $TRANSPORTS; do
   # service allows, so that idle ones stay held while thousands open.
   REDIS_URL="redis://127.0.0.1:$redis_port/" PORT=$port HOST=127.0.0.1 RUST_LOG=warn \
     PUBLISH_RATE_PER_SEC=0 MAX_CONNECTIONS_PER_CLIENT=0 LONGPOLL_TIMEOUT_SECS=60 \
-    target/release/"$transport"-svc &
+    "$PRODUCT_BIN_DIR/$transport"-svc &
   service_pids[$transport]=$!
   pids+=($!)
   urls[$transport]="http://127.0.0.1:$port"

@@ -40,6 +40,9 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// Access log line: client, request line (tokens masked, see
 /// [`request_line`]), status, bytes, seconds.
 const ACCESS_LOG_FORMAT: &str = r#"%a "%{request}xi" %s %b %T"#;
+/// Where actix-web's logger writes the access log (`RUST_LOG=info`, or
+/// `actix_web::middleware::logger=info`, turns it on).
+const ACCESS_LOG_TARGET: &str = "actix_web::middleware::logger";
 
 /// Mounts routes on one worker's app (or scope).
 pub type RouteFn = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
@@ -196,6 +199,7 @@ impl Application {
         let address = format!("{}:{}", config.host, config.port);
         // Two missed keep-alives or pings, and then some.
         let unacknowledged_limit = config.heartbeat * 2 + Duration::from_secs(10);
+        let access_log = log::log_enabled!(target: ACCESS_LOG_TARGET, log::Level::Info);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
@@ -203,12 +207,17 @@ impl Application {
                 .app_data(http::query_config())
                 .wrap_fn(count_errors)
                 .wrap(http::cors(&origins))
-                .wrap(
+                // Off when its lines would be filtered out anyway: the
+                // logger renders each request's fields as the request
+                // comes in, and wraps every response body, whatever the
+                // log level.
+                .wrap(middleware::Condition::new(
+                    access_log,
                     middleware::Logger::new(ACCESS_LOG_FORMAT)
                         .custom_request_replace("request", request_line)
                         .exclude("/healthz")
                         .exclude("/readyz"),
-                )
+                ))
                 .configure(http::routes)
                 // One scope for every room route: matching a path with a
                 // `{room}` in it runs a regex, so a request runs one (the
