@@ -5,7 +5,9 @@
 # is missing (redis-server, nginx) first. Ctrl-C stops everything it started.
 #
 # Environment (all optional):
-#   GATEWAY_PORT  the one origin: demo page and every route [8080]
+#   GATEWAY_PORT      the one origin: demo page and every route [8080]
+#   GATEWAY_TLS_PORT  the same origin over HTTPS and HTTP/2, with a
+#                     self-signed certificate for localhost [8443]
 #   REDIS_URL     use this Redis instead of starting one
 #   REDIS_PORT    port of the Redis this script starts [6379]
 #   plus any service variable (README, "Configuration"), e.g. RUST_LOG=debug
@@ -16,7 +18,7 @@ source scripts/lib.sh
 SERVICES=(longpoll-svc sse-svc ws-svc)
 declare -A PORTS=([longpoll-svc]=8081 [sse-svc]=8082 [ws-svc]=8083)
 
-ensure_commands redis-server:redis-server nginx:nginx-light curl:curl
+ensure_commands redis-server:redis-server nginx:nginx-light curl:curl openssl:openssl
 raise_fd_limit
 
 echo "==> building (release)"
@@ -66,14 +68,17 @@ for service in "${SERVICES[@]}"; do
 done
 
 gateway_port=${GATEWAY_PORT:-8080}
-echo "==> starting the gateway on port $gateway_port"
-scripts/gateway.sh "$state_dir/gateway" "$gateway_port" 127.0.0.1:8081 127.0.0.1:8082 127.0.0.1:8083 &
+tls_port=${GATEWAY_TLS_PORT:-8443}
+echo "==> starting the gateway on ports $gateway_port (HTTP) and $tls_port (HTTPS, HTTP/2)"
+GATEWAY_TLS_LISTEN=$tls_port \
+  scripts/gateway.sh "$state_dir/gateway" "$gateway_port" 127.0.0.1:8081 127.0.0.1:8082 127.0.0.1:8083 &
 pids+=($!)
 wait_for_http "http://127.0.0.1:$gateway_port/gateway/healthz" 30
 
 cat <<MSG
 
-The chat is running. Open http://localhost:$gateway_port/ (the demo page), or:
+The chat is running. Open http://localhost:$gateway_port/ (the demo page; or
+https://localhost:$tls_port/ over HTTP/2, with a self-signed certificate), or:
   publish        curl -X POST localhost:$gateway_port/rooms/general/messages \\
                    -H 'content-type: application/json' -d '{"author":"me","message":"hi"}'
   long polling   curl 'localhost:$gateway_port/rooms/general/poll?after=0'

@@ -49,6 +49,16 @@ impl Browser {
     /// If Chromium or chromedriver is missing: install the Debian packages
     /// `chromium` and `chromium-driver` (scripts/test.sh does).
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts chromedriver and a headless Chromium with `extra` command
+    /// line arguments (e.g. `--ignore-certificate-errors` for a gateway's
+    /// self-signed certificate).
+    ///
+    /// # Panics
+    /// As [`Browser::start`].
+    pub async fn start_with(extra: &[&str]) -> Self {
         let chromedriver_path =
             std::env::var("CHROMEDRIVER").unwrap_or_else(|_| CHROMEDRIVER.into());
         let chromium_path = std::env::var("CHROMIUM").unwrap_or_else(|_| CHROMIUM.into());
@@ -101,6 +111,9 @@ impl Browser {
             "--disable-sync",
             &format!("--user-data-dir={}", profile.0.display()),
         ] {
+            caps.add_arg(arg).expect("argument capability");
+        }
+        for arg in extra {
             caps.add_arg(arg).expect("argument capability");
         }
         let driver = WebDriver::new(&server, caps)

@@ -10,6 +10,7 @@ pub mod app;
 pub mod browser;
 pub mod client;
 pub mod cluster;
+pub mod compose;
 pub mod gateway;
 pub mod process;
 pub mod raw;

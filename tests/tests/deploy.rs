@@ -88,7 +88,21 @@ fn compose_runs_redis_three_services_and_a_gateway_that_alone_publishes_a_port()
         );
     }
     let gateway = merged(&services["gateway"]);
-    assert_eq!(strings(&gateway["ports"]), ["${GATEWAY_PORT:-8080}:8080"]);
+    assert_eq!(
+        strings(&gateway["ports"]),
+        [
+            "${GATEWAY_PORT:-8080}:8080",
+            "${GATEWAY_TLS_PORT:-8443}:8443"
+        ]
+    );
+    // Two networks: the gateway reaches the services, the services Redis,
+    // and the gateway never Redis.
+    let networks = |name: &str| strings(&merged(&services[name])["networks"]);
+    assert_eq!(networks("gateway"), ["edge"]);
+    assert_eq!(networks("redis"), ["backend"]);
+    for name in ["longpoll-svc", "sse-svc", "ws-svc"] {
+        assert_eq!(networks(name), ["edge", "backend"], "{name}");
+    }
 }
 
 #[test]
@@ -148,15 +162,27 @@ fn the_dockerfile_builds_every_service_binary_on_the_release_it_runs_on() {
             "{binary} is built"
         );
     }
+    // Every image the stages start from is a Debian 12 (bookworm) one:
+    // the defaults of the ARGs they name, or an earlier stage.
+    let defaults: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("ARG "))
+        .filter(|arg| arg.ends_with("_IMAGE") || arg.contains("_IMAGE="))
+        .collect();
+    assert!(
+        defaults.len() >= 2 && defaults.iter().all(|arg| arg.contains("bookworm")),
+        "build and run on the same Debian: {defaults:?}"
+    );
     let stages: Vec<&str> = dockerfile
         .lines()
         .filter(|line| line.starts_with("FROM "))
         .collect();
-    assert_eq!(stages.len(), 2, "a build stage and a small runtime stage");
-    assert!(
-        stages.iter().all(|stage| stage.contains("bookworm")),
-        "build and run on the same Debian: {stages:?}"
-    );
+    for target in ["AS runtime", "AS from-host", "AS build", "AS from-source"] {
+        assert!(
+            stages.iter().any(|stage| stage.ends_with(target)),
+            "{target}: {stages:?}"
+        );
+    }
     assert!(
         dockerfile.lines().any(|line| line.starts_with("USER ")),
         "runs as a non-root user"
@@ -186,6 +212,13 @@ fn the_compose_gateway_configuration_is_valid_nginx() {
         .status()
         .expect("chat-render.sh runs");
     assert!(rendered.success(), "chat-render.sh failed");
+    // The self-signed certificate the gateway makes when none is mounted.
+    let certified = std::process::Command::new(nginx_dir.join("chat-tls.sh"))
+        .arg(prefix.join("chat-gen"))
+        .env("TLS_SOURCE", prefix.join("no-such-dir"))
+        .status()
+        .expect("chat-tls.sh runs");
+    assert!(certified.success(), "chat-tls.sh failed");
     std::fs::write(prefix.join("mime.types"), "types { text/html html; }\n").expect("mime.types");
     let nginx = ["/usr/sbin/nginx", "nginx"]
         .into_iter()

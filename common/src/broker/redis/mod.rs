@@ -16,14 +16,24 @@
 //! and a driver living on a worker's runtime would die with that worker (at
 //! shutdown, while other workers still answer requests). Every command has
 //! a deadline, so a publish during a failover answers 503 and never hangs.
+//!
+//! A `ConnectionManager` reconnects when its connection breaks, not when
+//! commands merely time out on it. A connection can go silent for good
+//! without breaking: an instance cut off from Redis (a network partition)
+//! and attached again under another address keeps a socket bound to an
+//! address it no longer has, whose packets go nowhere until TCP gives up,
+//! many minutes later. So when a command times out while the subscription
+//! hears Redis (Redis is reachable, this connection is not), the broker
+//! replaces the manager with a fresh one (at most once per
+//! [`REPLACE_AFTER`]).
 
 mod connection;
 mod keys;
 mod listener;
 mod stored;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -48,6 +58,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_millis(1500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a readiness probe waits for PONG.
 const READY_PING_TIMEOUT: Duration = Duration::from_millis(500);
+/// The least time between two replacements of a silent command connection.
+const REPLACE_AFTER: Duration = Duration::from_secs(2);
 
 const LAST_ID_LUA: &str = include_str!("lua/last_id.lua");
 const PUBLISH_LUA: &str = include_str!("lua/publish.lua");
@@ -72,7 +84,12 @@ pub struct RedisSettings {
 
 #[derive(Debug)]
 pub struct RedisBroker {
-    commands: Commands,
+    /// Cloned for each command; replaced when it goes silent (see the
+    /// module docs).
+    commands: RwLock<Commands>,
+    /// How to make a new command connection to one Redis, and when the last
+    /// one was made (`None` for a cluster, whose connection is left alone).
+    renewal: Option<Renewal>,
     /// Where commands run (see the module docs).
     runtime: Handle,
     keys: Keys,
@@ -92,12 +109,20 @@ pub struct RedisBroker {
     metrics: BrokerMetrics,
 }
 
+#[derive(Debug)]
+struct Renewal {
+    client: Client,
+    config: ConnectionManagerConfig,
+    last: std::sync::Mutex<Instant>,
+}
+
 impl RedisBroker {
     /// Creates the broker without connecting: the service starts (and
     /// reports not-ready) even while Redis is down, and connects when it can.
     /// Must be called within the Tokio runtime that is to run its commands.
     pub fn new(settings: RedisSettings, metrics: BrokerMetrics) -> Result<Self, BrokerError> {
         let runtime = Handle::try_current().map_err(|_| BrokerError::Stopped)?;
+        let mut renewal = None;
         let (commands, source, publish_command) = match &settings.target {
             RedisTarget::Single(url) => {
                 let client = Client::open(url.as_str()).map_err(BrokerError::Rejected)?;
@@ -108,8 +133,13 @@ impl RedisBroker {
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(500));
                 let manager =
-                    ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+                    ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
                         .map_err(BrokerError::Rejected)?;
+                renewal = Some(Renewal {
+                    client: client.clone(),
+                    config: manager_config,
+                    last: std::sync::Mutex::new(Instant::now()),
+                });
                 (Commands::Single(manager), Source::Single(client), "PUBLISH")
             }
             RedisTarget::Cluster(nodes) => {
@@ -136,7 +166,8 @@ impl RedisBroker {
             }
         };
         Ok(RedisBroker {
-            commands,
+            commands: RwLock::new(commands),
+            renewal,
             runtime,
             keys: Keys::new(settings.key_prefix),
             retention: settings.retention,
@@ -163,9 +194,60 @@ impl RedisBroker {
             .spawn(tokio::time::timeout(deadline, command))
             .await
         {
-            Ok(Ok(result)) => result.map_err(BrokerError::from),
-            Ok(Err(_)) => Err(BrokerError::Timeout(deadline)),
+            Ok(Ok(result)) => result.map_err(|err| {
+                if err.is_timeout() {
+                    self.timed_out();
+                }
+                BrokerError::from(err)
+            }),
+            Ok(Err(_)) => {
+                self.timed_out();
+                Err(BrokerError::Timeout(deadline))
+            }
             Err(_) => Err(BrokerError::Stopped),
+        }
+    }
+
+    /// The command connection, for one command.
+    fn commands(&self) -> Commands {
+        self.commands
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A command timed out. While the subscription hears Redis, that is
+    /// this connection gone silent: replace it (see the module docs).
+    fn timed_out(&self) {
+        let Some(renewal) = &self.renewal else {
+            return;
+        };
+        if !*self.connected.borrow() {
+            return;
+        }
+        {
+            let mut last = renewal.last.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.elapsed() < REPLACE_AFTER {
+                return;
+            }
+            *last = Instant::now();
+        }
+        let _runtime = self.runtime.enter();
+        match ConnectionManager::new_lazy_with_config(
+            renewal.client.clone(),
+            renewal.config.clone(),
+        ) {
+            Ok(manager) => {
+                log::warn!(
+                    "Redis commands time out while the subscription hears Redis: \
+                     replacing the command connection"
+                );
+                *self
+                    .commands
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Commands::Single(manager);
+            }
+            Err(err) => log::warn!("cannot make a new Redis command connection: {err}"),
         }
     }
 
@@ -174,7 +256,7 @@ impl RedisBroker {
         room: &RoomName,
         command: redis::Cmd,
     ) -> Result<Vec<Message>, BrokerError> {
-        let mut conn = self.commands.clone();
+        let mut conn = self.commands();
         let entries: Vec<(String, Vec<String>)> = self
             .run(COMMAND_TIMEOUT, async move {
                 command.query_async(&mut conn).await
@@ -195,7 +277,7 @@ impl Broker for RedisBroker {
         key: Option<&IdempotencyKey>,
         floor: u64,
     ) -> Result<Published, BrokerError> {
-        let mut conn = self.commands.clone();
+        let mut conn = self.commands();
         let script = Arc::clone(&self.publish_script);
         let mut keys = vec![
             self.keys.sequence(&draft.room),
@@ -257,7 +339,7 @@ impl Broker for RedisBroker {
         room: &RoomName,
         key: &IdempotencyKey,
     ) -> Result<Option<Message>, BrokerError> {
-        let mut conn = self.commands.clone();
+        let mut conn = self.commands();
         let record = self.keys.idempotency(room, key);
         let first: Option<Vec<u8>> = self
             .run(COMMAND_TIMEOUT, async move {
@@ -301,7 +383,7 @@ impl Broker for RedisBroker {
     }
 
     async fn sequence(&self, room: &RoomName, floor: u64) -> Result<Sequence, BrokerError> {
-        let mut conn = self.commands.clone();
+        let mut conn = self.commands();
         let script = Arc::clone(&self.sequence_script);
         let keys = [self.keys.sequence(room), self.keys.history(room)];
         let ttl = self.retention.room_ttl.as_secs().max(1);
@@ -322,7 +404,7 @@ impl Broker for RedisBroker {
         if !*self.connected.borrow() {
             return false;
         }
-        let mut conn = self.commands.clone();
+        let mut conn = self.commands();
         let ping = async move {
             redis::cmd("PING")
                 .query_async::<redis::Value>(&mut conn)
