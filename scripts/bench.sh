@@ -66,7 +66,7 @@ SOURCE_IPS=${SOURCE_IPS:-127.0.0.1,127.0.0.2}
 FLOOR_THREADS=${FLOOR_THREADS:-1}
 
 echo "==> building (release)" >&2
-cargo build --release --locked --bin longpoll-svc --bin sse-svc --bin ws-svc --bin loadtest >&2
+build_release >&2
 
 if [ "$MODE" != report ] && [ -z "${FLOOR_BIN:-}" ]; then
   FLOOR_SRC=${FLOOR_SRC:-../shared/bench/limit-server}

@@ -33,8 +33,8 @@ compose() { docker-compose -p "$project" -f docker-compose.yml "$@"; }
 trap 'compose down -v -t 2 >/dev/null 2>&1' EXIT
 raise_fd_limit
 
-echo "==> cargo build --release -p loadtest"
-cargo build --release --locked -p loadtest
+echo "==> cargo build --release"
+build_release
 loadtest=${CARGO_TARGET_DIR:-target}/release/loadtest
 
 echo "==> docker-compose up: $replicas replica(s) of each service"

@@ -115,8 +115,8 @@ done
 # The services' image: the release binaries built here, copied in.
 target_dir=${CARGO_TARGET_DIR:-target}
 if [ "${SKIP_CARGO_BUILD:-}" != 1 ]; then
-  echo "==> cargo build --release (longpoll-svc, sse-svc, ws-svc)"
-  cargo build --release --locked -p longpoll-svc -p sse-svc -p ws-svc
+  echo "==> cargo build --release (the services and the load tester)"
+  build_release
 fi
 mkdir -p target/docker/bin
 for binary in longpoll-svc sse-svc ws-svc; do

@@ -56,3 +56,11 @@ wait_for_http() {
 raise_fd_limit() {
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
 }
+
+# Builds the release binaries: the three services and the load tester,
+# always together, so that every script shares one build (cargo builds a
+# dependency once per set of features, and a different selection of
+# packages can select different features).
+build_release() {
+  cargo build --release --locked --bin longpoll-svc --bin sse-svc --bin ws-svc --bin loadtest
+}

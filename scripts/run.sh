@@ -22,7 +22,7 @@ ensure_commands redis-server:redis-server nginx:nginx-light curl:curl openssl:op
 raise_fd_limit
 
 echo "==> building (release)"
-cargo build --release --locked $(printf -- '--bin %s ' "${SERVICES[@]}")
+build_release
 
 state_dir=.run
 mkdir -p "$state_dir"
