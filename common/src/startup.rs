@@ -214,6 +214,7 @@ impl Application {
                 .wrap(middleware::Condition::new(
                     access_log,
                     middleware::Logger::new(ACCESS_LOG_FORMAT)
+                        .log_target(ACCESS_LOG_TARGET)
                         .custom_request_replace("request", request_line)
                         .exclude("/healthz")
                         .exclude("/readyz"),

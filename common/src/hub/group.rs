@@ -138,6 +138,16 @@ impl Group {
         !std::mem::replace(&mut self.pending, true)
     }
 
+    /// The relay is serving the group: the next message must tell it again.
+    pub(super) fn served(&mut self) {
+        self.pending = false;
+    }
+
+    /// Whether the group was not handed some entry before id `id` yet.
+    pub(super) fn owed_before(&self, id: u64) -> bool {
+        self.delivered + 1 < id
+    }
+
     /// The ring started over after `base` (the ids before are gone): what
     /// the group had not handed out yet is not coming; its subscribers are
     /// handed the next message, see the jump and ask history.
@@ -150,7 +160,6 @@ impl Group {
     /// a client that is not keeping up; it is dropped from the fan-out here
     /// and catches up from history on its own time (see Subscription).
     pub(super) fn hand_out(&mut self, ring: &Ring<'_>, policy: &Policy) {
-        self.pending = false;
         let last = ring.last();
         if self.delivered >= last {
             return;

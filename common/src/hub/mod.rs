@@ -2,8 +2,10 @@
 //!
 //! The broker feeds the hub every message of every room, in order, through
 //! one task ([`ingest`]). Per room the hub keeps a contiguous ring of recent
-//! messages, the last id, the streaming subscribers' queues and a wake-up
-//! for long polls (see [`room`]). Each message is serialized once, and framed
+//! messages, the last id, and its clients grouped by the thread serving them
+//! (see [`room`] and [`group`]): a message wakes each such thread's
+//! [`relay`] once, which hands that thread's streaming subscribers and held
+//! polls what they are owed. Each message is serialized once, and framed
 //! once for this instance's transport, when it enters the hub; every client
 //! gets a pointer to the same bytes.
 //!

@@ -74,7 +74,10 @@ impl Relay {
             });
             // An actix-web worker runs its connections on a runtime of its
             // own thread, so this spawns beside them.
-            tokio::spawn(run(Arc::clone(&relay)));
+            // The guard exists before the task first runs: a task dropped
+            // unpolled (its runtime shutting down) still marks the relay
+            // stopped.
+            tokio::spawn(run(Running(Arc::clone(&relay))));
             relays.push(Arc::clone(&relay));
             relay
         })
@@ -95,8 +98,7 @@ impl Relay {
     }
 }
 
-async fn run(relay: Arc<Relay>) {
-    let running = Running(relay);
+async fn run(running: Running) {
     let relay = &running.0;
     let mut serving = Vec::new();
     loop {

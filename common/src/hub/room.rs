@@ -148,6 +148,28 @@ impl RoomState {
         oldest.size()
     }
 
+    /// Hands each group, here and now, what it was not handed yet of the
+    /// `count` oldest entries, about to leave the ring: its relay has not
+    /// got to them (it is a whole ring behind, or the ring is trimmed or
+    /// starts over), and its subscribers must not lose them for that. Rare,
+    /// so the cross-thread wakes it costs do not matter.
+    fn hand_out_before_dropping(&mut self, count: usize, policy: &Policy) {
+        let oldest_kept = self.base + count as u64 + 1;
+        let RoomState {
+            ring, base, groups, ..
+        } = self;
+        let ring = Ring {
+            entries: ring,
+            base: *base,
+        };
+        for group in groups
+            .iter_mut()
+            .filter(|group| group.owed_before(oldest_kept))
+        {
+            group.hand_out(&ring, policy);
+        }
+    }
+
     /// Whether a client of this instance holds the room (a subscriber or a
     /// held poll).
     fn in_use(&mut self) -> bool {
@@ -308,6 +330,8 @@ impl Room {
                 return Append::Behind { last };
             }
             let freed = state.ring_bytes;
+            let held = state.ring.len();
+            state.hand_out_before_dropping(held, policy);
             state.ring.clear();
             state.ring_bytes = 0;
             policy.memory.sub(freed);
@@ -328,6 +352,7 @@ impl Room {
         state.ring_bytes += entry.size();
         policy.memory.add(entry.size());
         if state.ring.len() > policy.ring_len {
+            state.hand_out_before_dropping(1, policy);
             policy.memory.sub(state.pop_oldest());
         }
         // Fan-out: each thread serving clients of the room is told once,
@@ -353,6 +378,7 @@ impl Room {
             entries: ring,
             base: *base,
         };
+        groups[index].served();
         groups[index].hand_out(&ring, policy);
         // Held polls are answered once woken: a group left with no client
         // is dropped rather than served on every message to come.
@@ -492,6 +518,9 @@ impl Room {
         if !state.retired && unused && (force || state.last_used.elapsed() >= idle) {
             state.retired = true;
             memory.sub(state.ring_bytes + ROOM_OVERHEAD_BYTES);
+            // The floor remembered for the room is its last id, not the
+            // ring's start.
+            state.base = state.last();
             state.ring.clear();
             state.ring_bytes = 0;
             if std::mem::replace(&mut state.watched, false) {
@@ -504,13 +533,23 @@ impl Room {
     /// Drops the oldest messages until the ring holds at most `keep` bytes
     /// (a room in use, trimmed to stay within the budget: its readers get
     /// older messages from history). Returns the bytes freed.
-    pub(super) fn trim_to(&self, keep: usize, memory: &HubMemory) -> usize {
+    pub(super) fn trim_to(&self, keep: usize, policy: &Policy) -> usize {
         let mut state = self.lock();
+        let mut dropped = 0;
+        let mut bytes = state.ring_bytes;
+        for entry in &state.ring {
+            if bytes <= keep {
+                break;
+            }
+            bytes -= entry.size();
+            dropped += 1;
+        }
+        state.hand_out_before_dropping(dropped, policy);
         let mut freed = 0;
-        while state.ring_bytes > keep && !state.ring.is_empty() {
+        for _ in 0..dropped {
             freed += state.pop_oldest();
         }
-        memory.sub(freed);
+        policy.memory.sub(freed);
         freed
     }
 

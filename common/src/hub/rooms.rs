@@ -489,7 +489,7 @@ impl Rooms {
             if memory.used() <= target {
                 break;
             }
-            room.trim_to(share, memory);
+            room.trim_to(share, &self.policy);
         }
         log::warn!(
             "hub over its memory budget ({} MB): freed {evicted} unused rooms and trimmed the \

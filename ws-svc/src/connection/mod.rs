@@ -20,7 +20,7 @@
 mod reader;
 mod writer;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_web::web;
@@ -57,6 +57,10 @@ struct Liveness {
     started: Instant,
     /// Milliseconds since `started`.
     heard_at: AtomicU64,
+    /// Set once the writer has sent a close frame of its own: what the
+    /// client sends after that, but its answering close, is not acted on
+    /// (RFC 6455, 5.5.1), so nothing is published that no ack would report.
+    closing: AtomicBool,
 }
 
 impl Liveness {
@@ -64,6 +68,7 @@ impl Liveness {
         Liveness {
             started: Instant::now(),
             heard_at: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -73,6 +78,14 @@ impl Liveness {
 
     fn heard(&self) {
         self.heard_at.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     fn heard_since(&self, at: u64) -> bool {

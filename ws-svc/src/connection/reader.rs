@@ -109,6 +109,9 @@ impl Reader {
         };
         // Any frame shows the client is there.
         self.liveness.heard();
+        if self.liveness.is_closing() && !matches!(frame, Frame::Close(_)) {
+            return Step::Continue;
+        }
         match frame {
             Frame::Text(text) => self.on_text(&text).await,
             Frame::Binary(_) => Step::Close(close::BINARY),

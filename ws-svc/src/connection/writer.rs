@@ -81,6 +81,7 @@ pub(super) fn outgoing(
                 State::Open(mut writer) => match writer.next().await {
                     Next::Write(bytes) => Some((Ok(bytes), State::Open(writer))),
                     Next::Close(bytes) => {
+                        writer.liveness.close();
                         let closing = State::Closing {
                             replies: writer.replies,
                             deadline: tokio::time::Instant::now() + CLOSE_HANDSHAKE_TIMEOUT,
