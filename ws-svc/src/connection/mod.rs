@@ -106,6 +106,7 @@ pub fn start(
     let (replies, queued) = mpsc::channel(REPLIES_QUEUED);
     let liveness = std::sync::Arc::new(Liveness::new());
     let heartbeat = state.config.heartbeat;
+    let shutdown_timeout = state.config.shutdown_timeout;
     let reader = Reader::new(
         state,
         settings,
@@ -116,5 +117,5 @@ pub fn start(
         std::sync::Arc::clone(&liveness),
     );
     actix_web::rt::spawn(reader.run());
-    outgoing(session, queued, liveness, heartbeat)
+    outgoing(session, queued, liveness, heartbeat, shutdown_timeout)
 }

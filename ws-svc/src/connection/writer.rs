@@ -45,7 +45,9 @@ enum Next {
 /// connection ends anyway (RFC 6455, 7.1.1: the server ends it once the
 /// handshake is done). Ending it at once would leave a client that was
 /// still reading its backlog writing pongs into a reset connection, and
-/// never reading the close code that tells it how to reconnect.
+/// never reading the close code that tells it how to reconnect. At most
+/// half the shutdown timeout, so that a shutdown's goodbyes are answered
+/// before the server stops waiting for its connections.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where the writer stands.
@@ -66,7 +68,9 @@ pub(super) fn outgoing(
     replies: mpsc::Receiver<Reply>,
     liveness: Arc<Liveness>,
     heartbeat: Duration,
+    shutdown_timeout: Duration,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Unpin + 'static {
+    let close_wait = CLOSE_HANDSHAKE_TIMEOUT.min(shutdown_timeout / 2);
     let writer = Writer {
         session,
         replies,
@@ -76,7 +80,7 @@ pub(super) fn outgoing(
     };
     Box::pin(futures_util::stream::unfold(
         State::Open(Box::new(writer)),
-        |state| async move {
+        move |state| async move {
             match state {
                 State::Open(mut writer) => match writer.next().await {
                     Next::Write(bytes) => Some((Ok(bytes), State::Open(writer))),
@@ -84,7 +88,7 @@ pub(super) fn outgoing(
                         writer.liveness.close();
                         let closing = State::Closing {
                             replies: writer.replies,
-                            deadline: tokio::time::Instant::now() + CLOSE_HANDSHAKE_TIMEOUT,
+                            deadline: tokio::time::Instant::now() + close_wait,
                         };
                         Some((Ok(bytes), closing))
                     }
