@@ -31,6 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::process::{self, Sample};
+use crate::report::verdict;
 use crate::{Cli, server};
 
 /// Connections being opened at once: below any listen backlog.
@@ -137,15 +138,7 @@ impl fmt::Display for IdleReport {
                 |bytes| format!("{:.2} KiB resident per connection", bytes / 1024.0)
             )
         )?;
-        writeln!(
-            f,
-            "  verdict    {}",
-            if self.complete() {
-                "complete"
-            } else {
-                "INCOMPLETE"
-            }
-        )
+        writeln!(f, "  verdict    {}", verdict(self.complete()))
     }
 }
 

@@ -316,16 +316,14 @@ impl fmt::Display for Report {
                     .map_or_else(|| "-".into(), |us| format!("{us:.1} µs")),
             )?;
         }
-        writeln!(
-            f,
-            "  verdict    {}",
-            if self.complete() {
-                "complete"
-            } else {
-                "INCOMPLETE"
-            }
-        )
+        writeln!(f, "  verdict    {}", verdict(self.complete()))
     }
+}
+
+/// A run's last line: whether every message reached every subscriber (or
+/// every idle connection was held).
+pub(crate) fn verdict(complete: bool) -> &'static str {
+    if complete { "complete" } else { "INCOMPLETE" }
 }
 
 #[cfg(test)]

@@ -87,6 +87,19 @@ fn subscribers(base: &str, room_name: &str, each: usize) -> Vec<Subscriber> {
         .collect()
 }
 
+/// Waits until every subscriber has 20 messages beyond what the furthest
+/// had: they are all live again (after kills, restarts or a partition).
+async fn keep_receiving(subscribers: &[Subscriber]) {
+    let furthest = subscribers
+        .iter()
+        .map(|subscriber| subscriber.seen().messages.len())
+        .max()
+        .unwrap_or(0);
+    for subscriber in subscribers {
+        subscriber.wait_for(furthest + 20, WAIT).await;
+    }
+}
+
 /// Every subscriber got exactly the `published` messages (ids 1..=n), in
 /// order, no gap announced, nothing sent twice.
 async fn assert_all_delivered(subscribers: &[Subscriber], published: &[u64], what: &str) {
@@ -238,14 +251,7 @@ async fn a_scaled_deployment_spreads_clients_and_survives_kills_and_a_rolling_re
         deployment.docker(&["kill", &victims.0.id]).await;
         killed.push(victims.0);
     }
-    let before = clients
-        .iter()
-        .map(|c| c.seen().messages.len())
-        .max()
-        .unwrap_or(0);
-    for subscriber in &clients {
-        subscriber.wait_for(before + 20, WAIT).await;
-    }
+    keep_receiving(&clients).await;
     let published = publisher.finish().await;
     assert_all_delivered(&clients, &published, "killed replicas").await;
     drop(clients);
@@ -272,14 +278,7 @@ async fn a_scaled_deployment_spreads_clients_and_survives_kills_and_a_rolling_re
             deployment.wait_healthy(&replica, WAIT).await;
         }
     }
-    let before = clients
-        .iter()
-        .map(|c| c.seen().messages.len())
-        .max()
-        .unwrap_or(0);
-    for subscriber in &clients {
-        subscriber.wait_for(before + 20, WAIT).await;
-    }
+    keep_receiving(&clients).await;
     let published = publisher.finish().await;
     assert!(
         published.len() > 100,
@@ -337,14 +336,7 @@ async fn a_replica_cut_off_from_redis_sends_its_clients_elsewhere_and_takes_clie
             .await;
     }
     eprintln!("cut-off replicas emptied after {:?}", started.elapsed());
-    let before = clients
-        .iter()
-        .map(|c| c.seen().messages.len())
-        .max()
-        .unwrap_or(0);
-    for subscriber in &clients {
-        subscriber.wait_for(before + 20, WAIT).await;
-    }
+    keep_receiving(&clients).await;
     // The streams that were on the cut-off replicas were ended there (held
     // polls were answered, which is no disconnection), and resumed.
     for transport in [Transport::Sse, Transport::Ws] {
