@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-#[tokio::main]
+// One thread for the broker subscription and the hub; HTTP has actix-web's
+// workers (ARCHITECTURE.md, "Threads, and what crosses them").
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     common::cli::main(sse_svc::service()).await
 }
