@@ -8,13 +8,14 @@
 //! a cluster, so a message only travels within its shard. Each instance
 //! subscribes to the channels of the rooms its clients use ([`listener`]).
 //!
-//! Commands go over one connection that reconnects by itself (a
-//! `ConnectionManager`, or the cluster connection, which follows failovers
-//! and slot moves). Every command runs as a task on the runtime that built
-//! the broker (the service's main runtime), never on the HTTP worker that
-//! asked: a connection's driver is spawned wherever the connection is made,
-//! and a driver living on a worker's runtime would die with that worker (at
-//! shutdown, while other workers still answer requests). Every command has
+//! Commands to one Redis go over a connection per thread that sends them
+//! ([`per_thread`]: the HTTP worker that asks sends the command and reads
+//! the reply itself, with no hop to another thread), each a
+//! `ConnectionManager` that reconnects by itself. Commands to a cluster go
+//! over one cluster connection, which follows failovers and slot moves, and
+//! run as tasks on the runtime that built the broker (the service's main
+//! runtime): that connection's driver lives there, and would die with a
+//! worker that made it while other workers still use it. Every command has
 //! a deadline, so a publish during a failover answers 503 and never hangs.
 //!
 //! A `ConnectionManager` reconnects when its connection breaks, not when
@@ -24,20 +25,22 @@
 //! address it no longer has, whose packets go nowhere until TCP gives up,
 //! many minutes later. So when a command times out while the subscription
 //! hears Redis (Redis is reachable, this connection is not), the broker
-//! replaces the manager with a fresh one (at most once per
+//! replaces that thread's connection with a fresh one (at most once per
 //! [`REPLACE_AFTER`]).
 
 mod connection;
 mod keys;
 mod listener;
+mod per_thread;
 mod stored;
 
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::{Client, ProtocolVersion, Script};
 use tokio::runtime::Handle;
 use tokio::sync::{Mutex, mpsc, watch};
@@ -45,6 +48,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use self::connection::Commands;
 use self::keys::Keys;
 use self::listener::{Listener, Pushes, Source};
+use self::per_thread::PerThread;
 use super::{
     Broker, BrokerError, BrokerMetrics, FEED_CAPACITY, Feed, Interest, Published, Retention,
     Sequence,
@@ -58,7 +62,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_millis(1500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a readiness probe waits for PONG.
 const READY_PING_TIMEOUT: Duration = Duration::from_millis(500);
-/// The least time between two replacements of a silent command connection.
+/// The least time between two replacements of a thread's silent command
+/// connection.
 const REPLACE_AFTER: Duration = Duration::from_secs(2);
 
 const LAST_ID_LUA: &str = include_str!("lua/last_id.lua");
@@ -84,13 +89,10 @@ pub struct RedisSettings {
 
 #[derive(Debug)]
 pub struct RedisBroker {
-    /// Cloned for each command; replaced when it goes silent (see the
-    /// module docs).
-    commands: RwLock<Commands>,
-    /// How to make a new command connection to one Redis, and when the last
-    /// one was made (`None` for a cluster, whose connection is left alone).
-    renewal: Option<Renewal>,
-    /// Where commands run (see the module docs).
+    /// Where commands go (see the module docs).
+    commands: CommandConnections,
+    /// Where a cluster's commands run, and the subscription (see the module
+    /// docs).
     runtime: Handle,
     keys: Keys,
     retention: Retention,
@@ -109,11 +111,22 @@ pub struct RedisBroker {
     metrics: BrokerMetrics,
 }
 
-#[derive(Debug)]
-struct Renewal {
-    client: Client,
-    config: ConnectionManagerConfig,
-    last: std::sync::Mutex<Instant>,
+enum CommandConnections {
+    /// One Redis: a connection per thread, replaced when it goes silent.
+    PerThread(PerThread),
+    /// A cluster: one connection, cloned for each command and left alone.
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for CommandConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandConnections::PerThread(connections) => {
+                f.debug_tuple("PerThread").field(connections).finish()
+            }
+            CommandConnections::Cluster(_) => f.write_str("Cluster"),
+        }
+    }
 }
 
 impl RedisBroker {
@@ -122,7 +135,6 @@ impl RedisBroker {
     /// Must be called within the Tokio runtime that is to run its commands.
     pub fn new(settings: RedisSettings, metrics: BrokerMetrics) -> Result<Self, BrokerError> {
         let runtime = Handle::try_current().map_err(|_| BrokerError::Stopped)?;
-        let mut renewal = None;
         let (commands, source, publish_command) = match &settings.target {
             RedisTarget::Single(url) => {
                 let client = Client::open(url.as_str()).map_err(BrokerError::Rejected)?;
@@ -132,15 +144,11 @@ impl RedisBroker {
                     .set_number_of_retries(1)
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(500));
-                let manager =
-                    ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
-                        .map_err(BrokerError::Rejected)?;
-                renewal = Some(Renewal {
-                    client: client.clone(),
-                    config: manager_config,
-                    last: std::sync::Mutex::new(Instant::now()),
-                });
-                (Commands::Single(manager), Source::Single(client), "PUBLISH")
+                (
+                    CommandConnections::PerThread(PerThread::new(client.clone(), manager_config)),
+                    Source::Single(client),
+                    "PUBLISH",
+                )
             }
             RedisTarget::Cluster(nodes) => {
                 let (pushes, push_sender) = Pushes::new(FEED_CAPACITY);
@@ -162,12 +170,11 @@ impl RedisBroker {
                     connection: connection.clone(),
                     pushes,
                 };
-                (Commands::Cluster(connection), source, "SPUBLISH")
+                (CommandConnections::Cluster(connection), source, "SPUBLISH")
             }
         };
         Ok(RedisBroker {
-            commands: RwLock::new(commands),
-            renewal,
+            commands,
             runtime,
             keys: Keys::new(settings.key_prefix),
             retention: settings.retention,
@@ -181,19 +188,21 @@ impl RedisBroker {
         })
     }
 
-    /// Runs one command on the broker's runtime with a deadline, so no
+    /// Runs one command, sent over `commands()`, with a deadline, so no
     /// caller ever waits longer than `deadline` on a Redis that does not
-    /// answer.
+    /// answer. On one Redis it runs right here, on this thread's connection;
+    /// a cluster's runs on the broker's runtime (see the module docs).
     async fn run<T, F>(&self, deadline: Duration, command: F) -> Result<T, BrokerError>
     where
         F: Future<Output = redis::RedisResult<T>> + Send + 'static,
         T: Send + 'static,
     {
-        match self
-            .runtime
-            .spawn(tokio::time::timeout(deadline, command))
-            .await
-        {
+        let command = tokio::time::timeout(deadline, command);
+        let finished = match &self.commands {
+            CommandConnections::PerThread(_) => Ok(command.await),
+            CommandConnections::Cluster(_) => self.runtime.spawn(command).await,
+        };
+        match finished {
             Ok(Ok(result)) => result.map_err(|err| {
                 if err.is_timeout() {
                     self.timed_out();
@@ -208,45 +217,34 @@ impl RedisBroker {
         }
     }
 
-    /// The command connection, for one command.
-    fn commands(&self) -> Commands {
-        self.commands
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// The connection for one command, to be [`run`](Self::run) on this
+    /// thread.
+    fn commands(&self) -> Result<Commands, BrokerError> {
+        match &self.commands {
+            CommandConnections::PerThread(connections) => connections
+                .get()
+                .map(Commands::Single)
+                .map_err(BrokerError::from),
+            CommandConnections::Cluster(connection) => Ok(Commands::Cluster(connection.clone())),
+        }
     }
 
-    /// A command timed out. While the subscription hears Redis, that is
-    /// this connection gone silent: replace it (see the module docs).
+    /// A command timed out on this thread's connection. While the
+    /// subscription hears Redis, that is the connection gone silent:
+    /// replace it (see the module docs).
     fn timed_out(&self) {
-        let Some(renewal) = &self.renewal else {
+        let CommandConnections::PerThread(connections) = &self.commands else {
             return;
         };
         if !*self.connected.borrow() {
             return;
         }
-        {
-            let mut last = renewal.last.lock().unwrap_or_else(PoisonError::into_inner);
-            if last.elapsed() < REPLACE_AFTER {
-                return;
-            }
-            *last = Instant::now();
-        }
-        let _runtime = self.runtime.enter();
-        match ConnectionManager::new_lazy_with_config(
-            renewal.client.clone(),
-            renewal.config.clone(),
-        ) {
-            Ok(manager) => {
-                log::warn!(
-                    "Redis commands time out while the subscription hears Redis: \
-                     replacing the command connection"
-                );
-                *self
-                    .commands
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner) = Commands::Single(manager);
-            }
+        match connections.renew(REPLACE_AFTER) {
+            Ok(true) => log::warn!(
+                "Redis commands time out while the subscription hears Redis: \
+                 replacing the command connection"
+            ),
+            Ok(false) => {}
             Err(err) => log::warn!("cannot make a new Redis command connection: {err}"),
         }
     }
@@ -256,7 +254,7 @@ impl RedisBroker {
         room: &RoomName,
         command: redis::Cmd,
     ) -> Result<Vec<Message>, BrokerError> {
-        let mut conn = self.commands();
+        let mut conn = self.commands()?;
         let entries: Vec<(String, Vec<String>)> = self
             .run(COMMAND_TIMEOUT, async move {
                 command.query_async(&mut conn).await
@@ -277,7 +275,7 @@ impl Broker for RedisBroker {
         key: Option<&IdempotencyKey>,
         floor: u64,
     ) -> Result<Published, BrokerError> {
-        let mut conn = self.commands();
+        let mut conn = self.commands()?;
         let script = Arc::clone(&self.publish_script);
         let mut keys = vec![
             self.keys.sequence(&draft.room),
@@ -339,7 +337,7 @@ impl Broker for RedisBroker {
         room: &RoomName,
         key: &IdempotencyKey,
     ) -> Result<Option<Message>, BrokerError> {
-        let mut conn = self.commands();
+        let mut conn = self.commands()?;
         let record = self.keys.idempotency(room, key);
         let first: Option<Vec<u8>> = self
             .run(COMMAND_TIMEOUT, async move {
@@ -383,7 +381,7 @@ impl Broker for RedisBroker {
     }
 
     async fn sequence(&self, room: &RoomName, floor: u64) -> Result<Sequence, BrokerError> {
-        let mut conn = self.commands();
+        let mut conn = self.commands()?;
         let script = Arc::clone(&self.sequence_script);
         let keys = [self.keys.sequence(room), self.keys.history(room)];
         let ttl = self.retention.room_ttl.as_secs().max(1);
@@ -404,7 +402,9 @@ impl Broker for RedisBroker {
         if !*self.connected.borrow() {
             return false;
         }
-        let mut conn = self.commands();
+        let Ok(mut conn) = self.commands() else {
+            return false;
+        };
         let ping = async move {
             redis::cmd("PING")
                 .query_async::<redis::Value>(&mut conn)
