@@ -33,6 +33,7 @@ pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod publisher;
+pub mod quiet;
 pub mod session;
 pub mod startup;
 

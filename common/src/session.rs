@@ -25,6 +25,7 @@ use crate::hub::{Delivery, Entry, Gap, Socket, Subscription, SubscriptionEnded};
 use crate::limits::ConnectionPermit;
 use crate::message::RoomName;
 use crate::metrics::Metrics;
+use crate::quiet::Quiet;
 
 /// What a transport sends next.
 #[derive(Debug)]
@@ -77,11 +78,12 @@ pub struct StreamSession {
     subscription: Subscription,
     heartbeat: Interval,
     /// Resolve on shutdown, and when this instance sends its clients
-    /// elsewhere. Made once and kept: a token's `cancelled()` future
-    /// registers with the token when first polled, and making a new one
-    /// for every message would register and unregister every time.
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
-    evacuate: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// elsewhere. Made once and kept (a token's `cancelled()` future
+    /// registers with the token when first polled), and [`Quiet`]: polling
+    /// a token locks mutexes every connection shares, and these branches
+    /// are polled on every delivery.
+    shutdown: Quiet<WaitForCancellationFutureOwned>,
+    evacuate: Quiet<WaitForCancellationFutureOwned>,
     /// Fires when the caller's token expires (a timer per connection, not
     /// a scan of them all).
     expiry: Option<Pin<Box<Sleep>>>,
@@ -114,8 +116,8 @@ impl StreamSession {
         Ok(StreamSession {
             subscription,
             heartbeat,
-            shutdown: Box::pin(state.shutdown.clone().cancelled_owned()),
-            evacuate: Box::pin(state.evacuation.token().cancelled_owned()),
+            shutdown: Quiet::new(state.shutdown.clone().cancelled_owned()),
+            evacuate: Quiet::new(state.evacuation.token().cancelled_owned()),
             expiry: caller
                 .expires()
                 .map(|at| Box::pin(tokio::time::sleep_until(instant_of(at)))),
@@ -141,8 +143,8 @@ impl StreamSession {
         };
         tokio::select! {
             biased;
-            () = self.shutdown.as_mut() => SessionEvent::End(Ending::ShuttingDown),
-            () = self.evacuate.as_mut() => SessionEvent::End(Ending::BrokerLost),
+            () = &mut self.shutdown => SessionEvent::End(Ending::ShuttingDown),
+            () = &mut self.evacuate => SessionEvent::End(Ending::BrokerLost),
             () = expired => SessionEvent::End(Ending::TokenExpired),
             delivery = self.subscription.next() => self.on_delivery(delivery),
             _ = self.heartbeat.tick() => SessionEvent::Heartbeat,
