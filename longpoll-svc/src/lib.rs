@@ -10,11 +10,10 @@
 //! room `general`, so the seed's React client works unmodified.
 
 pub mod config;
+pub mod frame;
 pub mod routes;
 
-use common::hub::Framed;
 use common::{Service, Via};
-use serde_json::value::RawValue;
 
 /// The port this service listens on unless `PORT` says otherwise.
 pub const DEFAULT_PORT: u16 = 8081;
@@ -26,18 +25,9 @@ pub fn service() -> Service {
         version: env!("CARGO_PKG_VERSION"),
         default_port: DEFAULT_PORT,
         via: Via::LongPoll,
-        framer: json_frame,
+        framer: frame::alone,
         routes: routes::configure,
         env_help: config::ENV_HELP,
         linger: Service::DEFAULT_LINGER,
-    }
-}
-
-/// Poll answers carry messages as JSON values, so a message is framed as
-/// its bare JSON.
-fn json_frame(_: u64, json: &RawValue) -> Framed {
-    Framed {
-        frame: json.get().as_bytes().to_vec(),
-        json_at: 0,
     }
 }

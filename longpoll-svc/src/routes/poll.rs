@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, ContentType, HeaderValue};
 use actix_web::{HttpResponse, HttpResponseBuilder, http::StatusCode, web};
 use common::auth::Caller;
 use common::http::{AppState, Cursor, RoomPath, optional_param};
@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use wire::PollAnswer;
 
 use crate::config::{POLL_BATCH, PollSettings};
+use crate::frame;
 
 pub(super) async fn poll(
     state: web::Data<AppState>,
@@ -45,11 +46,17 @@ pub(super) async fn poll(
             for entry in &page.entries {
                 state.metrics.record_delivery(entry.ts(), live);
             }
-            Ok(no_store(StatusCode::OK).json(PollAnswer {
-                messages: page.json(),
-                cursor: page.cursor(after),
-                gap: page.gap.is_some(),
-            }))
+            let mut answer = no_store(StatusCode::OK);
+            Ok(match frame::ready_answer(&page) {
+                Some(entry) => answer
+                    .content_type(ContentType::json())
+                    .body(entry.frame().clone()),
+                None => answer.json(PollAnswer {
+                    messages: page.json(),
+                    cursor: page.cursor(after),
+                    gap: page.gap.is_some(),
+                }),
+            })
         }
         Waited::TimedOut => Ok(no_store(StatusCode::NO_CONTENT).finish()),
         // The client polls again at once; `Connection: close` sends it to
