@@ -16,7 +16,8 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 
-/// Polls `F` only when `F` itself asked to be polled (or on the first poll).
+/// Polls `F` only when `F` itself asked to be polled (or on the first poll,
+/// and every poll once it was ready, so a token's future stays ready).
 ///
 /// `F` is polled with a waker of this wrapper's own, which notes that `F`
 /// woke and then wakes whichever task polls the wrapper now. Cancel-safe
@@ -26,6 +27,7 @@ pub struct Quiet<F> {
     alarm: Arc<Alarm>,
     /// `alarm` as a waker, made once.
     waker: Waker,
+    ready: bool,
 }
 
 /// What `F` wakes: remembers that it did, then wakes the task.
@@ -57,6 +59,7 @@ impl<F: Future> Quiet<F> {
             inner: Box::pin(inner),
             waker: Waker::from(Arc::clone(&alarm)),
             alarm,
+            ready: false,
         }
     }
 }
@@ -69,12 +72,15 @@ impl<F: Future> Future for Quiet<F> {
         // Register first: a ring after the check below then wakes this
         // task, which polls again and sees it.
         this.alarm.task.register(cx.waker());
-        if !this.alarm.rang.swap(false, Ordering::Acquire) {
+        if !this.alarm.rang.swap(false, Ordering::Acquire) && !this.ready {
             return Poll::Pending;
         }
-        this.inner
+        let polled = this
+            .inner
             .as_mut()
-            .poll(&mut Context::from_waker(&this.waker))
+            .poll(&mut Context::from_waker(&this.waker));
+        this.ready = polled.is_ready();
+        polled
     }
 }
 
@@ -148,6 +154,7 @@ mod tests {
         inner_waker.wake();
         assert!(poll_once(&mut quiet).is_ready());
         assert_eq!(polls.load(Ordering::SeqCst), 2);
+        assert!(poll_once(&mut quiet).is_ready(), "still ready");
     }
 
     #[tokio::test]

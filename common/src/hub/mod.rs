@@ -355,7 +355,9 @@ async fn sweep(hub: Weak<Rooms>, stop: CancellationToken) {
         hub.retire_idle_rooms(SWEEP_EVERY);
         hub.enforce_budget();
         if hub.memory_used() + RELEASE_AFTER_FREEING < held_before {
-            release_freed_memory();
+            // Off this thread: trimming a large heap takes a while, and
+            // this thread also hears the broker.
+            tokio::task::spawn_blocking(release_freed_memory);
         }
     }
 }

@@ -113,7 +113,7 @@ pub struct RedisBroker {
 
 enum CommandConnections {
     /// One Redis: a connection per thread, replaced when it goes silent.
-    PerThread(PerThread),
+    PerThread(Arc<PerThread>),
     /// A cluster: one connection, cloned for each command and left alone.
     Cluster(ClusterConnection),
 }
@@ -132,9 +132,11 @@ impl std::fmt::Debug for CommandConnections {
 impl RedisBroker {
     /// Creates the broker without connecting: the service starts (and
     /// reports not-ready) even while Redis is down, and connects when it can.
-    /// Must be called within the Tokio runtime that is to run its commands.
+    /// Must be called within the Tokio runtime that is to run its
+    /// subscription (and a cluster's commands).
     pub fn new(settings: RedisSettings, metrics: BrokerMetrics) -> Result<Self, BrokerError> {
         let runtime = Handle::try_current().map_err(|_| BrokerError::Stopped)?;
+        let connected = Arc::new(watch::Sender::new(false));
         let (commands, source, publish_command) = match &settings.target {
             RedisTarget::Single(url) => {
                 let client = Client::open(url.as_str()).map_err(BrokerError::Rejected)?;
@@ -145,7 +147,11 @@ impl RedisBroker {
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(500));
                 (
-                    CommandConnections::PerThread(PerThread::new(client.clone(), manager_config)),
+                    CommandConnections::PerThread(Arc::new(PerThread::new(
+                        client.clone(),
+                        manager_config,
+                        connected.subscribe(),
+                    ))),
                     Source::Single(client),
                     "PUBLISH",
                 )
@@ -183,15 +189,16 @@ impl RedisBroker {
             sequence_script: Arc::new(Script::new(&format!("{LAST_ID_LUA}\n{SEQUENCE_LUA}"))),
             interest: Arc::new(Interest::default()),
             source: Mutex::new(Some(source)),
-            connected: Arc::new(watch::Sender::new(false)),
+            connected,
             metrics,
         })
     }
 
-    /// Runs one command, sent over `commands()`, with a deadline, so no
-    /// caller ever waits longer than `deadline` on a Redis that does not
-    /// answer. On one Redis it runs right here, on this thread's connection;
-    /// a cluster's runs on the broker's runtime (see the module docs).
+    /// Runs one command, sent over `commands()`, as a task with a
+    /// deadline: it runs to its end even if the caller leaves, and no caller
+    /// ever waits longer than `deadline` on a Redis that does not answer. On
+    /// one Redis the task runs on this thread, which owns the connection; a
+    /// cluster's on the broker's runtime (see the module docs).
     async fn run<T, F>(&self, deadline: Duration, command: F) -> Result<T, BrokerError>
     where
         F: Future<Output = redis::RedisResult<T>> + Send + 'static,
@@ -199,20 +206,29 @@ impl RedisBroker {
     {
         let command = tokio::time::timeout(deadline, command);
         let finished = match &self.commands {
-            CommandConnections::PerThread(_) => Ok(command.await),
+            CommandConnections::PerThread(connections) => {
+                let connections = Arc::clone(connections);
+                tokio::spawn(async move {
+                    let finished = command.await;
+                    let timed_out = match &finished {
+                        Ok(result) => result.as_ref().is_err_and(redis::RedisError::is_timeout),
+                        Err(_) => true,
+                    };
+                    if timed_out && connections.timed_out(REPLACE_AFTER) {
+                        log::warn!(
+                            "Redis commands time out while the subscription hears Redis: \
+                             replacing the command connections"
+                        );
+                    }
+                    finished
+                })
+                .await
+            }
             CommandConnections::Cluster(_) => self.runtime.spawn(command).await,
         };
         match finished {
-            Ok(Ok(result)) => result.map_err(|err| {
-                if err.is_timeout() {
-                    self.timed_out();
-                }
-                BrokerError::from(err)
-            }),
-            Ok(Err(_)) => {
-                self.timed_out();
-                Err(BrokerError::Timeout(deadline))
-            }
+            Ok(Ok(result)) => result.map_err(BrokerError::from),
+            Ok(Err(_)) => Err(BrokerError::Timeout(deadline)),
             Err(_) => Err(BrokerError::Stopped),
         }
     }
@@ -226,26 +242,6 @@ impl RedisBroker {
                 .map(Commands::Single)
                 .map_err(BrokerError::from),
             CommandConnections::Cluster(connection) => Ok(Commands::Cluster(connection.clone())),
-        }
-    }
-
-    /// A command timed out on this thread's connection. While the
-    /// subscription hears Redis, that is the connection gone silent:
-    /// replace it (see the module docs).
-    fn timed_out(&self) {
-        let CommandConnections::PerThread(connections) = &self.commands else {
-            return;
-        };
-        if !*self.connected.borrow() {
-            return;
-        }
-        match connections.renew(REPLACE_AFTER) {
-            Ok(true) => log::warn!(
-                "Redis commands time out while the subscription hears Redis: \
-                 replacing the command connection"
-            ),
-            Ok(false) => {}
-            Err(err) => log::warn!("cannot make a new Redis command connection: {err}"),
         }
     }
 
