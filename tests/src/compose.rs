@@ -354,17 +354,23 @@ impl Deployment {
             .output()
             .await
             .expect("docker runs");
-        // Without the answers it repeats (each refused request says why).
+        // The answers it repeats (each refused request says why) are
+        // counted, and the first and last shown.
         let all = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let lines: Vec<&str> = all
-            .lines()
-            .filter(|line| !line.contains("answering 503"))
-            .collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        let (refusals, lines): (Vec<&str>, Vec<&str>) =
+            all.lines().partition(|line| line.contains("answering 503"));
+        let mut shown = lines[lines.len().saturating_sub(40)..].join("\n");
+        if let (Some(first), Some(last)) = (refusals.first(), refusals.last()) {
+            shown.push_str(&format!(
+                "\n({} lines 'answering 503' left out; the first: {first}; the last: {last})",
+                refusals.len()
+            ));
+        }
+        shown
     }
 
     /// Waits until `replica`'s `/readyz` answers `status`; panics with its

@@ -161,20 +161,15 @@ async fn a_scaled_deployment_spreads_clients_and_survives_kills_and_a_rolling_re
     let spread = {
         let clients: Vec<Subscriber> = subscribers(&gateway, "spread", 24);
         for (service, _) in scale {
-            let replicas = deployment.replicas(service).await;
-            eventually(
-                WAIT,
-                &format!("clients on every {service} replica"),
-                || async {
-                    let mut counts = Vec::new();
-                    for replica in &replicas {
-                        counts.push(deployment.connected_clients(replica).await);
-                    }
-                    eprintln!("{service}: connected clients per replica {counts:?}");
-                    counts.iter().all(|count| *count > 0).then_some(counts)
-                },
-            )
-            .await;
+            // Each replica's log is shown if it gets none.
+            for replica in deployment.replicas(service).await {
+                deployment.wait_clients(&replica, true, WAIT).await;
+            }
+            let mut counts = Vec::new();
+            for replica in &deployment.replicas(service).await {
+                counts.push(deployment.connected_clients(replica).await);
+            }
+            eprintln!("{service}: connected clients per replica {counts:?}");
         }
         clients
     };
