@@ -3,10 +3,11 @@
 //! `tokio::select!` polls every branch each time its task wakes. A streaming
 //! session's task wakes for every message, and some of its branches almost
 //! never fire: shutdown and evacuation, each a cancellation token shared by
-//! every connection. Polling such a token locks two mutexes that all
-//! connections share (the token's own and its `Notify`'s waiters), so every
-//! delivery on every thread contended for them. Wrapped in [`Quiet`], such a
-//! branch costs one atomic swap per wake-up that was not its own.
+//! every connection, and the caller's token expiry. Polling a cancellation
+//! token locks two mutexes that all connections share (the token's own and
+//! its `Notify`'s waiters), so every delivery on every thread contended for
+//! them. Wrapped in one [`Quiet`], such branches cost one atomic load per
+//! wake-up that was not theirs.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,18 +17,22 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 
-/// Polls `F` only when `F` itself asked to be polled (or on the first poll,
-/// and every poll once it was ready, so a token's future stays ready).
+/// A future of `T` polled only when it asked to be (and on the first poll).
+/// Once ready it stays ready with the same value, so it may sit in a
+/// `select!` that runs again.
 ///
-/// `F` is polled with a waker of this wrapper's own, which notes that `F`
-/// woke and then wakes whichever task polls the wrapper now. Cancel-safe
-/// whenever `F` is.
-pub struct Quiet<F> {
-    inner: Pin<Box<F>>,
+/// The inner future is polled with a waker of this wrapper's own, which
+/// notes that it woke and then wakes whichever task polls the wrapper now.
+/// Cancel-safe whenever the inner future is.
+pub struct Quiet<T> {
+    inner: Pin<Box<dyn Future<Output = T> + Send>>,
     alarm: Arc<Alarm>,
     /// `alarm` as a waker, made once.
     waker: Waker,
-    ready: bool,
+    /// The task waker last handed to `alarm`: registering again is needed
+    /// only when the task polling changes.
+    registered: Option<Waker>,
+    output: Option<T>,
 }
 
 /// What `F` wakes: remembers that it did, then wakes the task.
@@ -48,8 +53,8 @@ impl Wake for Alarm {
     }
 }
 
-impl<F: Future> Quiet<F> {
-    pub fn new(inner: F) -> Self {
+impl<T: Clone> Quiet<T> {
+    pub fn new(inner: impl Future<Output = T> + Send + 'static) -> Self {
         // Rung from the start, so the first poll reaches `F` and registers.
         let alarm = Arc::new(Alarm {
             rang: AtomicBool::new(true),
@@ -59,32 +64,49 @@ impl<F: Future> Quiet<F> {
             inner: Box::pin(inner),
             waker: Waker::from(Arc::clone(&alarm)),
             alarm,
-            ready: false,
+            registered: None,
+            output: None,
         }
     }
 }
 
-impl<F: Future> Future for Quiet<F> {
-    type Output = F::Output;
+// Nothing in a `Quiet` is pinned in place: the inner future is on the heap.
+impl<T> Unpin for Quiet<T> {}
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+impl<T: Clone> Future for Quiet<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         let this = self.get_mut();
+        if let Some(output) = &this.output {
+            return Poll::Ready(output.clone());
+        }
         // Register first: a ring after the check below then wakes this
         // task, which polls again and sees it.
-        this.alarm.task.register(cx.waker());
-        if !this.alarm.rang.swap(false, Ordering::Acquire) && !this.ready {
+        if !this
+            .registered
+            .as_ref()
+            .is_some_and(|registered| registered.will_wake(cx.waker()))
+        {
+            this.alarm.task.register(cx.waker());
+            this.registered = Some(cx.waker().clone());
+        }
+        if !this.alarm.rang.load(Ordering::Acquire) {
             return Poll::Pending;
         }
+        this.alarm.rang.store(false, Ordering::Release);
         let polled = this
             .inner
             .as_mut()
             .poll(&mut Context::from_waker(&this.waker));
-        this.ready = polled.is_ready();
+        if let Poll::Ready(output) = &polled {
+            this.output = Some(output.clone());
+        }
         polled
     }
 }
 
-impl<F> std::fmt::Debug for Quiet<F> {
+impl<T> std::fmt::Debug for Quiet<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Quiet")
             .field("rang", &self.alarm.rang.load(Ordering::Relaxed))
@@ -121,6 +143,7 @@ mod tests {
     }
 
     fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+        // The same waker every time, as a task's would be.
         let waker = Waker::noop();
         Pin::new(future).poll(&mut Context::from_waker(waker))
     }

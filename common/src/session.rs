@@ -9,13 +9,11 @@
 //! A transport only turns each [`SessionEvent`] into its own bytes and says
 //! goodbye its own way when the session [ends](Ending).
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use actix_web::HttpRequest;
-use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 use wire::close::{self, Goodbye};
 
 use crate::auth::Caller;
@@ -77,16 +75,13 @@ impl Ending {
 pub struct StreamSession {
     subscription: Subscription,
     heartbeat: Interval,
-    /// Resolve on shutdown, and when this instance sends its clients
-    /// elsewhere. Made once and kept (a token's `cancelled()` future
-    /// registers with the token when first polled), and [`Quiet`]: polling
-    /// a token locks mutexes every connection shares, and these branches
-    /// are polled on every delivery.
-    shutdown: Quiet<WaitForCancellationFutureOwned>,
-    evacuate: Quiet<WaitForCancellationFutureOwned>,
-    /// Fires when the caller's token expires (a timer per connection, not
-    /// a scan of them all).
-    expiry: Option<Pin<Box<Sleep>>>,
+    /// The endings that come from outside the stream: shutdown, this
+    /// instance sending its clients elsewhere, the caller's token expiring
+    /// (a timer per connection, not a scan of them all). Made once and
+    /// kept (a token's `cancelled()` future registers with the token when
+    /// first polled), and [`Quiet`]: it sits beside every delivery in
+    /// `next`, and polling a token locks mutexes every connection shares.
+    ending: Quiet<Ending>,
     metrics: Metrics,
     /// The client's place among the connections, held as long as the
     /// session lives.
@@ -116,11 +111,7 @@ impl StreamSession {
         Ok(StreamSession {
             subscription,
             heartbeat,
-            shutdown: Quiet::new(state.shutdown.clone().cancelled_owned()),
-            evacuate: Quiet::new(state.evacuation.token().cancelled_owned()),
-            expiry: caller
-                .expires()
-                .map(|at| Box::pin(tokio::time::sleep_until(instant_of(at)))),
+            ending: Quiet::new(ending_from_outside(state, caller)),
             metrics: state.metrics.clone(),
             _permit: permit,
         })
@@ -135,17 +126,9 @@ impl StreamSession {
     /// other things (a WebSocket's incoming frames); no source can starve
     /// another.
     pub async fn next(&mut self) -> SessionEvent {
-        let expired = async {
-            match &mut self.expiry {
-                Some(expiry) => expiry.as_mut().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             biased;
-            () = &mut self.shutdown => SessionEvent::End(Ending::ShuttingDown),
-            () = &mut self.evacuate => SessionEvent::End(Ending::BrokerLost),
-            () = expired => SessionEvent::End(Ending::TokenExpired),
+            ending = &mut self.ending => SessionEvent::End(ending),
             delivery = self.subscription.next() => self.on_delivery(delivery),
             _ = self.heartbeat.tick() => SessionEvent::Heartbeat,
         }
@@ -165,6 +148,33 @@ impl StreamSession {
                     SubscriptionEnded::Broker(_) => Ending::HistoryUnavailable,
                 })
             }
+        }
+    }
+}
+
+/// Resolves with the first of the endings that come from outside a stream:
+/// shutdown, evacuation, or the caller's token expiring.
+fn ending_from_outside(
+    state: &AppState,
+    caller: &Caller,
+) -> impl Future<Output = Ending> + Send + 'static {
+    let shutdown = state.shutdown.clone().cancelled_owned();
+    let evacuate = state.evacuation.token().cancelled_owned();
+    let expiry = caller
+        .expires()
+        .map(|at| tokio::time::sleep_until(instant_of(at)));
+    async move {
+        let expired = async {
+            match expiry {
+                Some(expiry) => expiry.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = shutdown => Ending::ShuttingDown,
+            () = evacuate => Ending::BrokerLost,
+            () = expired => Ending::TokenExpired,
         }
     }
 }
