@@ -3,7 +3,7 @@
 //! sends its clients elsewhere, where they resume and miss nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chat_client::{Client, Event, Message, RoomName, Start, Transport};
@@ -19,6 +19,8 @@ const WITHIN: Duration = Duration::from_secs(20);
 struct Link {
     port: u16,
     cut: Arc<AtomicBool>,
+    /// Connections being forwarded now.
+    open: Arc<AtomicUsize>,
 }
 
 impl Link {
@@ -26,15 +28,20 @@ impl Link {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("address").port();
         let cut = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(AtomicUsize::new(0));
         let watched = Arc::clone(&cut);
+        let counted = Arc::clone(&open);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if watched.load(Ordering::Acquire) {
                     continue;
                 }
                 let watched = Arc::clone(&watched);
+                let counted = Arc::clone(&counted);
+                counted.fetch_add(1, Ordering::AcqRel);
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
+                        counted.fetch_sub(1, Ordering::AcqRel);
                         return;
                     };
                     let (mut client_read, mut client_write) = client.into_split();
@@ -55,18 +62,27 @@ impl Link {
                         () = forward => {}
                         () = severed => {}
                     }
+                    counted.fetch_sub(1, Ordering::AcqRel);
                 });
             }
         });
-        Link { port, cut }
+        Link { port, cut, open }
     }
 
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    fn cut(&self) {
+    /// Cuts the link, and returns once no connection goes through it: from
+    /// then on the instance behind it hears nothing from Redis.
+    async fn cut(&self) {
         self.cut.store(true, Ordering::Release);
+        eventually(
+            Duration::from_secs(5),
+            "every link connection gone",
+            || async { (self.open.load(Ordering::Acquire) == 0).then_some(()) },
+        )
+        .await;
     }
 
     fn mend(&self) {
@@ -128,8 +144,8 @@ async fn an_instance_cut_off_from_redis_sends_its_clients_elsewhere_and_they_mis
         }
         let mut sent = vec![sent_before];
 
-        link.cut();
         let cut_at = std::time::Instant::now();
+        link.cut().await;
         eventually(Duration::from_secs(5), "/readyz to say 503", || async {
             (ready(&cut_off).await == 503).then_some(())
         })
