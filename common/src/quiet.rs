@@ -6,8 +6,8 @@
 //! every connection, and the caller's token expiry. Polling a cancellation
 //! token locks two mutexes that all connections share (the token's own and
 //! its `Notify`'s waiters), so every delivery on every thread contended for
-//! them. Wrapped in one [`Quiet`], such branches cost one atomic load per
-//! wake-up that was not theirs.
+//! them. Wrapped in one [`Quiet`], such branches cost a few uncontended
+//! atomic operations per wake-up that was not theirs.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,9 +29,6 @@ pub struct Quiet<T> {
     alarm: Arc<Alarm>,
     /// `alarm` as a waker, made once.
     waker: Waker,
-    /// The task waker last handed to `alarm`: registering again is needed
-    /// only when the task polling changes.
-    registered: Option<Waker>,
     output: Option<T>,
 }
 
@@ -64,7 +61,6 @@ impl<T: Clone> Quiet<T> {
             inner: Box::pin(inner),
             waker: Waker::from(Arc::clone(&alarm)),
             alarm,
-            registered: None,
             output: None,
         }
     }
@@ -81,20 +77,13 @@ impl<T: Clone> Future for Quiet<T> {
         if let Some(output) = &this.output {
             return Poll::Ready(output.clone());
         }
-        // Register first: a ring after the check below then wakes this
-        // task, which polls again and sees it.
-        if !this
-            .registered
-            .as_ref()
-            .is_some_and(|registered| registered.will_wake(cx.waker()))
-        {
-            this.alarm.task.register(cx.waker());
-            this.registered = Some(cx.waker().clone());
-        }
-        if !this.alarm.rang.load(Ordering::Acquire) {
+        // Register first, every time (a ring takes the waker out): a ring
+        // after the check below then wakes this task, which polls again
+        // and sees it.
+        this.alarm.task.register(cx.waker());
+        if !this.alarm.rang.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
-        this.alarm.rang.store(false, Ordering::Release);
         let polled = this
             .inner
             .as_mut()
@@ -178,6 +167,49 @@ mod tests {
         assert!(poll_once(&mut quiet).is_ready());
         assert_eq!(polls.load(Ordering::SeqCst), 2);
         assert!(poll_once(&mut quiet).is_ready(), "still ready");
+    }
+
+    /// A task's waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Task(AtomicUsize);
+
+    impl Wake for Task {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_task_is_woken_by_a_ring_after_a_spurious_one() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let inner_waker = Arc::new(std::sync::Mutex::new(None));
+        let mut quiet = Quiet::new(Counted {
+            polls: Arc::new(AtomicUsize::new(0)),
+            ready: Arc::clone(&ready),
+            waker: Arc::clone(&inner_waker),
+        });
+        let task = Arc::new(Task::default());
+        let waker = Waker::from(Arc::clone(&task));
+        let mut poll = || Pin::new(&mut quiet).poll(&mut Context::from_waker(&waker));
+        let ring = || {
+            let woken = inner_waker.lock().expect("not poisoned").take();
+            woken.expect("the inner future registered").wake();
+        };
+
+        assert!(poll().is_pending());
+        ring(); // spurious: not ready yet
+        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+        assert!(poll().is_pending());
+        assert!(poll().is_pending(), "polled again by the same task");
+
+        ready.store(true, Ordering::SeqCst);
+        ring();
+        assert_eq!(
+            task.0.load(Ordering::SeqCst),
+            2,
+            "the real ring woke the task"
+        );
+        assert!(poll().is_ready());
     }
 
     #[tokio::test]
