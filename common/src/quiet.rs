@@ -32,7 +32,7 @@ pub struct Quiet<T> {
     output: Option<T>,
 }
 
-/// What `F` wakes: remembers that it did, then wakes the task.
+/// What the inner future wakes: remembers that it did, then wakes the task.
 #[derive(Default)]
 struct Alarm {
     rang: AtomicBool,
@@ -52,7 +52,7 @@ impl Wake for Alarm {
 
 impl<T: Clone> Quiet<T> {
     pub fn new(inner: impl Future<Output = T> + Send + 'static) -> Self {
-        // Rung from the start, so the first poll reaches `F` and registers.
+        // Rung from the start, so the first poll reaches the inner future.
         let alarm = Arc::new(Alarm {
             rang: AtomicBool::new(true),
             task: AtomicWaker::new(),

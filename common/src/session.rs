@@ -10,7 +10,7 @@
 //! goodbye its own way when the session [ends](Ending).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use actix_web::HttpRequest;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -181,8 +181,10 @@ fn ending_from_outside(
 
 /// The monotonic instant of a wall-clock time (now, if it is past).
 pub fn instant_of(at: SystemTime) -> Instant {
+    // Further than any timer needs to look (and than `Instant` can add).
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
     let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-    Instant::now() + left
+    Instant::now() + left.min(FAR)
 }
 
 impl std::fmt::Debug for StreamSession {

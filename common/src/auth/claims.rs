@@ -155,7 +155,10 @@ impl Grant {
             author,
             rooms: patterns(claims.rooms)?,
             read: patterns(claims.read)?,
-            expires: claims.exp.map(|exp| UNIX_EPOCH + Duration::from_secs(exp)),
+            // An expiry past what this system's clock can hold never comes.
+            expires: claims
+                .exp
+                .and_then(|exp| UNIX_EPOCH.checked_add(Duration::from_secs(exp))),
         })
     }
 
@@ -197,6 +200,17 @@ mod tests {
             ..Claims::default()
         })
         .expect("valid claims")
+    }
+
+    #[test]
+    fn an_expiry_beyond_the_clock_never_comes() {
+        let grant = Grant::from_claims(Claims {
+            sub: "alice".into(),
+            exp: Some(u64::MAX),
+            ..Claims::default()
+        })
+        .expect("valid claims");
+        assert_eq!(grant.expires, None);
     }
 
     #[test]
