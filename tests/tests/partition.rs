@@ -33,15 +33,16 @@ impl Link {
         let counted = Arc::clone(&open);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                if watched.load(Ordering::Acquire) {
+                // Counted before the check, so a cut that sees no
+                // connection open also sees none that is about to be.
+                let open = Open::count(&counted);
+                if watched.load(Ordering::SeqCst) {
                     continue;
                 }
                 let watched = Arc::clone(&watched);
-                let counted = Arc::clone(&counted);
-                counted.fetch_add(1, Ordering::AcqRel);
                 tokio::spawn(async move {
+                    let _open = open;
                     let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
-                        counted.fetch_sub(1, Ordering::AcqRel);
                         return;
                     };
                     let (mut client_read, mut client_write) = client.into_split();
@@ -53,7 +54,7 @@ impl Link {
                         }
                     };
                     let severed = async {
-                        while !watched.load(Ordering::Acquire) {
+                        while !watched.load(Ordering::SeqCst) {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                     };
@@ -62,7 +63,6 @@ impl Link {
                         () = forward => {}
                         () = severed => {}
                     }
-                    counted.fetch_sub(1, Ordering::AcqRel);
                 });
             }
         });
@@ -76,17 +76,34 @@ impl Link {
     /// Cuts the link, and returns once no connection goes through it: from
     /// then on the instance behind it hears nothing from Redis.
     async fn cut(&self) {
-        self.cut.store(true, Ordering::Release);
+        self.cut.store(true, Ordering::SeqCst);
         eventually(
             Duration::from_secs(5),
             "every link connection gone",
-            || async { (self.open.load(Ordering::Acquire) == 0).then_some(()) },
+            || async { (self.open.load(Ordering::SeqCst) == 0).then_some(()) },
         )
         .await;
     }
 
     fn mend(&self) {
-        self.cut.store(false, Ordering::Release);
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// One connection through the link, counted while it lives (its socket
+/// halves drop before it does).
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn count(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::SeqCst);
+        Open(Arc::clone(open))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
