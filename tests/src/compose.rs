@@ -376,36 +376,36 @@ impl Deployment {
     /// Waits until `replica`'s `/readyz` answers `status`; panics with its
     /// log after `within`.
     pub async fn wait_ready(&self, replica: &Replica, status: u16, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
+        self.wait_on(replica, within, || async {
             let now = self.ready(replica).await;
-            if now == status {
-                return;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "{} {}: /readyz still {now}, not {status}, after {within:?}; its log:\n{}",
-                    replica.service,
-                    replica.short(),
-                    self.logs(replica).await
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            (now != status).then(|| format!("/readyz still {now}, not {status},"))
+        })
+        .await;
     }
 
     /// Waits until `replica` holds clients (`any`: at least one) or none
     /// (`!any`); panics with its log after `within`.
     pub async fn wait_clients(&self, replica: &Replica, any: bool, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
+        self.wait_on(replica, within, || async {
             let now = self.connected_clients(replica).await;
-            if (now > 0) == any {
-                return;
-            }
+            ((now > 0) != any).then(|| format!("still {now} clients"))
+        })
+        .await;
+    }
+
+    /// Checks `replica` every 100 ms until `unmet` says nothing is missing
+    /// (`None`); panics with what it last said and the replica's log after
+    /// `within`.
+    async fn wait_on<F, Fut>(&self, replica: &Replica, within: Duration, mut unmet: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<String>>,
+    {
+        let deadline = tokio::time::Instant::now() + within;
+        while let Some(now) = unmet().await {
             if tokio::time::Instant::now() > deadline {
                 panic!(
-                    "{} {}: still {now} clients after {within:?}; its log:\n{}",
+                    "{} {}: {now} after {within:?}; its log:\n{}",
                     replica.service,
                     replica.short(),
                     self.logs(replica).await

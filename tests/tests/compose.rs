@@ -87,6 +87,17 @@ fn subscribers(base: &str, room_name: &str, each: usize) -> Vec<Subscriber> {
         .collect()
 }
 
+/// `each` subscribers per transport in `room_name`, and a publisher posting
+/// there every 50 ms, once every subscriber has its first messages.
+async fn under_load(base: &str, room_name: &str, each: usize) -> (Vec<Subscriber>, Publisher) {
+    let clients = subscribers(base, room_name, each);
+    let publisher = Publisher::start(base, room_name, Duration::from_millis(50));
+    for subscriber in &clients {
+        subscriber.wait_for(5, WAIT).await;
+    }
+    (clients, publisher)
+}
+
 /// Waits until every subscriber has 20 messages beyond what the furthest
 /// had: they are all live again (after kills, restarts or a partition).
 async fn keep_receiving(subscribers: &[Subscriber]) {
@@ -222,11 +233,7 @@ async fn a_scaled_deployment_spreads_clients_and_survives_kills_and_a_rolling_re
 
     // docker kill of one replica of each service, mid-stream: the clients
     // resume on another replica and miss nothing.
-    let clients = subscribers(&gateway, "kill", 3);
-    let publisher = Publisher::start(&gateway, "kill", Duration::from_millis(50));
-    for subscriber in &clients {
-        subscriber.wait_for(5, WAIT).await;
-    }
+    let (clients, publisher) = under_load(&gateway, "kill", 3).await;
     let mut killed = Vec::new();
     for (service, _) in scale {
         let victims = eventually(
@@ -259,11 +266,7 @@ async fn a_scaled_deployment_spreads_clients_and_survives_kills_and_a_rolling_re
 
     // A rolling restart of every service, one replica at a time (SIGTERM,
     // then the same container starts again), under load.
-    let clients = subscribers(&gateway, "rolling", 3);
-    let publisher = Publisher::start(&gateway, "rolling", Duration::from_millis(50));
-    for subscriber in &clients {
-        subscriber.wait_for(5, WAIT).await;
-    }
+    let (clients, publisher) = under_load(&gateway, "rolling", 3).await;
     for (service, _) in scale {
         for replica in deployment.replicas(service).await {
             eprintln!("restarting {service} {}", replica.short());
@@ -291,11 +294,7 @@ async fn a_replica_cut_off_from_redis_sends_its_clients_elsewhere_and_takes_clie
     let gateway = deployment.http.clone();
     let backend = deployment.network("backend");
 
-    let clients = subscribers(&gateway, "partition", 6);
-    let publisher = Publisher::start(&gateway, "partition", Duration::from_millis(50));
-    for subscriber in &clients {
-        subscriber.wait_for(5, WAIT).await;
-    }
+    let (clients, publisher) = under_load(&gateway, "partition", 6).await;
 
     // One replica of each service, holding clients, loses Redis (and only
     // Redis: the gateway still reaches it).

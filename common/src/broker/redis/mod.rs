@@ -24,9 +24,9 @@
 //! and attached again under another address keeps a socket bound to an
 //! address it no longer has, whose packets go nowhere until TCP gives up,
 //! many minutes later. So when a command times out while the subscription
-//! hears Redis (Redis is reachable, this connection is not), the broker
-//! replaces that thread's connection with a fresh one (at most once per
-//! [`REPLACE_AFTER`]).
+//! hears Redis (Redis is reachable, this connection is not), every thread's
+//! connection is made anew on its next use (at most once per
+//! [`REPLACE_AFTER`]), as it is when the subscription loses or finds Redis.
 
 mod connection;
 mod keys;
@@ -62,8 +62,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_millis(1500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a readiness probe waits for PONG.
 const READY_PING_TIMEOUT: Duration = Duration::from_millis(500);
-/// The least time between two replacements of a thread's silent command
-/// connection.
+/// The least time between two renewals of the command connections for a
+/// command that timed out.
 const REPLACE_AFTER: Duration = Duration::from_secs(2);
 
 const LAST_ID_LUA: &str = include_str!("lua/last_id.lua");
